@@ -1,0 +1,1 @@
+//! Kordon control plane.

@@ -1,0 +1,155 @@
+//! `kordon`: the one binary. Subcommands and wiring only; the logic lives in the
+//! data plane and control plane crates.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use kordon_dataplane::Dataplane;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Kordon: a Session Border Controller (SIP/WebRTC control plane, media data plane).
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Configuration file (TOML); built-in defaults when absent.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Runs Kordon: the data plane and, as they land, the control plane services.
+    Run,
+    /// Runs the data plane alone (gRPC control API, no SIP).
+    Dataplane,
+    /// Configuration tools.
+    Config {
+        #[command(subcommand)]
+        action: ConfigCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCmd {
+    /// Prints the effective configuration (file merged over defaults).
+    Print,
+    /// Checks the configuration and exits.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("kordon: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Cmd::Config {
+            action: ConfigCmd::Print,
+        } => {
+            print!("{}", cfg.to_toml());
+            Ok(())
+        }
+        Cmd::Config {
+            action: ConfigCmd::Check,
+        } => {
+            println!("configuration is valid");
+            Ok(())
+        }
+        Cmd::Run => serve(cfg, true),
+        Cmd::Dataplane => serve(cfg, false),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kordon: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(cfg: &Config) {
+    let filter = EnvFilter::try_from_default_env()
+        .or_else(|_| EnvFilter::try_new(&cfg.general.log))
+        .unwrap_or_else(|_| EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+}
+
+fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
+    init_logs(&cfg);
+    if full {
+        std::fs::create_dir_all(&cfg.general.data_dir)
+            .with_context(|| format!("creating data directory {}", cfg.general.data_dir.display()))?;
+    }
+    let dataplane = Dataplane::start(&cfg.dataplane).context("starting the data plane")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("kordon-ctl")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(async {
+        let service = dataplane.service();
+        let grpc_addr = cfg.dataplane.grpc_listen;
+        let listener = tokio::net::TcpListener::bind(grpc_addr)
+            .await
+            .with_context(|| format!("binding gRPC listener {grpc_addr}"))?;
+        tracing::info!(addr = %grpc_addr, "gRPC control API listening");
+        if let Some(addr) = cfg.metrics.addr()? {
+            let svc = service.clone();
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?;
+            drop(l);
+            tokio::spawn(async move {
+                if let Err(e) = kordon_dataplane::metrics::serve(addr, svc).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
+        let incoming = tokio_stream_from(listener);
+        tonic::transport::Server::builder()
+            .add_service(service.into_server())
+            .serve_with_incoming_shutdown(incoming, shutdown_signal())
+            .await
+            .context("gRPC server")
+    });
+    tracing::info!("stopping");
+    dataplane.stop();
+    result
+}
+
+fn tokio_stream_from(
+    listener: tokio::net::TcpListener,
+) -> tokio_stream::wrappers::TcpListenerStream {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term => {},
+    }
+}
