@@ -254,7 +254,7 @@ fn f(v: Option<f64>, digits: usize) -> String {
 }
 
 fn kpps(rate: u64) -> String {
-    if rate % 1000 == 0 {
+    if rate.is_multiple_of(1000) {
         format!("{}k", rate / 1000)
     } else {
         format!("{:.1}k", rate as f64 / 1000.0)

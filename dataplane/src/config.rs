@@ -310,7 +310,7 @@ mod tests {
         let mut c = DataplaneConfig::default();
         c.interfaces.get_mut("external").unwrap().port_max = 100;
         let e = c.validate("dataplane").unwrap_err();
-        assert_eq!(e.key, "dataplane.interfaces.external.port_min");
+        assert_eq!(e.key, "dataplane.interfaces.external.port_max");
     }
 
     #[test]

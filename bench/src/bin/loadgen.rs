@@ -213,7 +213,7 @@ fn emit(record: &Record, json: bool, out: &Option<PathBuf>) -> Result<()> {
 /// What must be undone after a run.
 enum Teardown {
     None,
-    Kordon { rt: tokio::runtime::Runtime, client: grpc::Client, ids: Vec<String> },
+    Kordon { rt: Box<tokio::runtime::Runtime>, client: grpc::Client, ids: Vec<String> },
     Rtpengine { ng: NgClient, calls: Vec<String> },
 }
 
@@ -265,7 +265,7 @@ fn setup(a: &RelayArgs, pools: &Pools) -> Result<(Vec<[SocketAddrV4; 2]>, Teardo
             Ok((dests, Teardown::None))
         }
         Target::Kordon => {
-            let rt = runtime()?;
+            let rt = Box::new(runtime()?);
             let client = rt.block_on(grpc::connect(&a.endpoints.grpc))?;
             let ids: Vec<String> = (0..a.streams).map(|i| format!("bench-{pid}-{i}")).collect();
             let reqs = ids

@@ -171,15 +171,16 @@ impl Rewrite {
     /// without a jump when the incoming SSRC changes.
     #[inline]
     fn apply_rtp(&mut self, buf: &mut [u8], hdr: &rtp::RtpHeader) {
+        let first = self.last_in_ssrc.is_none();
         if self.last_in_ssrc != Some(hdr.ssrc) {
-            if self.last_in_ssrc.is_some() {
+            if !first {
                 self.seq_offset = self.last_out_seq.wrapping_add(1).wrapping_sub(hdr.seq);
             }
             self.last_in_ssrc = Some(hdr.ssrc);
         }
         let out = hdr.seq.wrapping_add(self.seq_offset);
         // Track the highest sequence sent (RFC 3550 A.1 style wrap-aware compare).
-        if out.wrapping_sub(self.last_out_seq) < 0x8000 {
+        if first || out.wrapping_sub(self.last_out_seq) < 0x8000 {
             self.last_out_seq = out;
         }
         rtp::set_ssrc_seq(buf, self.ssrc_out, out);

@@ -1,0 +1,184 @@
+//! The gRPC client of a Kordon data plane: the generated client behind a thin
+//! typed wrapper whose errors say whose fault a failure is and whether a retry
+//! can help, so call control can map them to SIP once (503 + Retry-After for an
+//! exhausted or unavailable data plane, for instance).
+
+use std::time::Duration;
+
+use kordon_proto::v1 as pb;
+use kordon_proto::v1::dataplane_client::DataplaneClient;
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+pub use kordon_proto::v1::{
+    CreateSessionRequest, Direction, Endpoint as MediaEndpoint, LatchMode, LegSpec, LegUpdate,
+    SessionInfo, UpdateSessionRequest,
+};
+
+/// Whose fault a failure is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The request we built was wrong (a bug or bad input we passed on).
+    Caller,
+    /// The data plane could not serve it now (ports, queue, restart).
+    Dataplane,
+}
+
+/// A data plane call that failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum MediaError {
+    /// A field was refused; the message names it.
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// No such session.
+    #[error("no such session: {0}")]
+    NotFound(String),
+    /// The id exists with other parameters, or a requested port is taken.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// No free port (or other resource) on the data plane.
+    #[error("data plane exhausted: {0}")]
+    Exhausted(String),
+    /// Unreachable, restarting or busy.
+    #[error("data plane unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else the data plane reported.
+    #[error("data plane error: {0}")]
+    Internal(String),
+}
+
+impl MediaError {
+    /// Whose fault it is.
+    pub fn fault(&self) -> Fault {
+        match self {
+            MediaError::Invalid(_) | MediaError::NotFound(_) | MediaError::Conflict(_) => Fault::Caller,
+            _ => Fault::Dataplane,
+        }
+    }
+
+    /// Whether the same request may succeed later (creates are idempotent on
+    /// their session id, so retrying one is safe).
+    pub fn retryable(&self) -> bool {
+        matches!(self, MediaError::Exhausted(_) | MediaError::Unavailable(_))
+    }
+}
+
+impl From<tonic::Status> for MediaError {
+    fn from(s: tonic::Status) -> Self {
+        let m = s.message().to_string();
+        match s.code() {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => MediaError::Invalid(m),
+            Code::NotFound => MediaError::NotFound(m),
+            Code::AlreadyExists => MediaError::Conflict(m),
+            Code::ResourceExhausted => MediaError::Exhausted(m),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Aborted | Code::Cancelled => {
+                MediaError::Unavailable(m)
+            }
+            _ => MediaError::Internal(m),
+        }
+    }
+}
+
+impl From<tonic::transport::Error> for MediaError {
+    fn from(e: tonic::transport::Error) -> Self {
+        MediaError::Unavailable(e.to_string())
+    }
+}
+
+/// A connection to one data plane.
+#[derive(Debug, Clone)]
+pub struct MediaClient {
+    inner: DataplaneClient<Channel>,
+}
+
+impl MediaClient {
+    /// Connects to `url` (e.g. `http://127.0.0.1:50051`), with a per-call timeout.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Self, MediaError> {
+        let ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| MediaError::Invalid(format!("data plane url {url:?}: {e}")))?
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .tcp_nodelay(true);
+        let channel = ep.connect().await?;
+        Ok(MediaClient {
+            inner: DataplaneClient::new(channel),
+        })
+    }
+
+    /// Creates a session (idempotent on its id).
+    pub async fn create(&mut self, req: CreateSessionRequest) -> Result<SessionInfo, MediaError> {
+        let r = self.inner.create_session(req).await?.into_inner();
+        r.session
+            .ok_or_else(|| MediaError::Internal("create answer without a session".into()))
+    }
+
+    /// Changes a session's legs.
+    pub async fn update(&mut self, req: UpdateSessionRequest) -> Result<SessionInfo, MediaError> {
+        Ok(self.inner.update_session(req).await?.into_inner())
+    }
+
+    /// Deletes a session; returns its final counters.
+    pub async fn delete(&mut self, session_id: &str) -> Result<SessionInfo, MediaError> {
+        let r = self
+            .inner
+            .delete_session(pb::DeleteSessionRequest {
+                session_id: session_id.to_string(),
+            })
+            .await?
+            .into_inner();
+        r.session
+            .ok_or_else(|| MediaError::Internal("delete answer without a session".into()))
+    }
+
+    /// One session.
+    pub async fn get(&mut self, session_id: &str) -> Result<SessionInfo, MediaError> {
+        Ok(self
+            .inner
+            .get_session(pb::GetSessionRequest {
+                session_id: session_id.to_string(),
+            })
+            .await?
+            .into_inner())
+    }
+
+    /// All sessions.
+    pub async fn list(&mut self) -> Result<Vec<SessionInfo>, MediaError> {
+        Ok(self
+            .inner
+            .list_sessions(pb::ListSessionsRequest {})
+            .await?
+            .into_inner()
+            .sessions)
+    }
+
+    /// Counters.
+    pub async fn stats(&mut self) -> Result<pb::StatsResponse, MediaError> {
+        Ok(self.inner.stats(pb::StatsRequest {}).await?.into_inner())
+    }
+
+    /// The event stream.
+    pub async fn events(&mut self) -> Result<tonic::Streaming<pb::Event>, MediaError> {
+        Ok(self
+            .inner
+            .watch_events(pb::WatchEventsRequest {})
+            .await?
+            .into_inner())
+    }
+}
+
+/// A leg on `interface` whose peer announced `remote` (SDP) and whose media
+/// may latch from `expected_source` (the signalling source of a NATed peer).
+pub fn leg(interface: &str, remote: Option<std::net::SocketAddr>, expected_source: Option<std::net::IpAddr>) -> LegSpec {
+    LegSpec {
+        interface: interface.to_string(),
+        remote_rtp: remote.map(|a| MediaEndpoint {
+            ip: a.ip().to_string(),
+            port: u32::from(a.port()),
+        }),
+        expected_source_ip: expected_source.map(|i| i.to_string()).unwrap_or_default(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,35 @@
+# Shared set-up for scripts/run.sh and scripts/test.sh: installs what is missing,
+# and nothing twice.
+set -euo pipefail
+
+# Debian packages the build and the tests use.
+KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config iproute2 curl}"
+
+ensure_debs() {
+    local missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing Debian packages: ${missing[*]}"
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+    fi
+}
+
+ensure_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        if [ -x "$HOME/.cargo/bin/cargo" ]; then
+            export PATH="$HOME/.cargo/bin:$PATH"
+        else
+            ensure_debs cargo rustc
+        fi
+    fi
+}
+
+ensure_cargo_tool() {
+    # ensure_cargo_tool BINARY CRATE
+    command -v "$1" >/dev/null 2>&1 || cargo install --locked "$2"
+}

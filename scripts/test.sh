@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: unit, property and end-to-end tests, the
+# benches in test mode, and a short fuzz smoke pass over every parser.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/common.sh
+ensure_debs $KORDON_DEB_PACKAGES
+ensure_rust
+
+echo "== cargo test (workspace, all targets)"
+cargo test --workspace --all-targets --no-fail-fast
+
+echo "== fuzz smoke (${KORDON_FUZZ_SECONDS:-10}s per target)"
+ensure_cargo_tool cargo-fuzz cargo-fuzz
+for crate_dir in dataplane; do
+    for target in $(cd "$crate_dir" && cargo fuzz list); do
+        (cd "$crate_dir" && cargo fuzz run -s none "$target" -- \
+            -max_total_time="${KORDON_FUZZ_SECONDS:-10}" -rss_limit_mb=2048 >/dev/null 2>"fuzz/$target.log") \
+            || { echo "fuzz target $target failed:"; tail -40 "$crate_dir/fuzz/$target.log"; exit 1; }
+        echo "fuzz $target: $(grep -Eo '#[0-9]+ +DONE.*' "$crate_dir/fuzz/$target.log" | tail -1 || echo done)"
+    done
+done
+echo "all tests passed"
