@@ -61,10 +61,12 @@ impl Metrics {
         if self.listen.is_empty() {
             return Ok(None);
         }
-        self.listen
-            .parse()
-            .map(Some)
-            .map_err(|_| ConfigError::new("metrics.listen", format!("{:?} is not an address:port", self.listen)))
+        self.listen.parse().map(Some).map_err(|_| {
+            ConfigError::new(
+                "metrics.listen",
+                format!("{:?} is not an address:port", self.listen),
+            )
+        })
     }
 }
 
@@ -146,7 +148,10 @@ impl Config {
         self.dataplane.validate("dataplane")?;
         let metrics = self.metrics.addr()?;
         if metrics.is_some() && metrics == Some(self.dataplane.grpc_listen) {
-            return Err(ConfigError::new("metrics.listen", "same address as dataplane.grpc_listen"));
+            return Err(ConfigError::new(
+                "metrics.listen",
+                "same address as dataplane.grpc_listen",
+            ));
         }
         Ok(())
     }
@@ -175,13 +180,17 @@ mod tests {
 
     #[test]
     fn unknown_key_is_refused_with_its_name() {
-        let e = Config::parse("[dataplane]\nworkerz = 2\n").unwrap_err().to_string();
+        let e = Config::parse("[dataplane]\nworkerz = 2\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workerz"), "{e}");
     }
 
     #[test]
     fn wrong_type_is_refused_with_its_key() {
-        let e = Config::parse("[dataplane]\nworkers = \"two\"\n").unwrap_err().to_string();
+        let e = Config::parse("[dataplane]\nworkers = \"two\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("workers"), "{e}");
     }
 
@@ -194,7 +203,9 @@ mod tests {
 
     #[test]
     fn bad_metrics_address_is_refused() {
-        let e = Config::parse("[metrics]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        let e = Config::parse("[metrics]\nlisten = \"nowhere\"\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("metrics.listen"), "{e}");
     }
 
@@ -203,6 +214,9 @@ mod tests {
         let text = "[dataplane.interfaces.core]\nbind = \"127.0.0.1\"\nadvertised = \"192.0.2.10\"\nport_min = 40000\nport_max = 40999\n";
         let c = Config::parse(text).unwrap();
         assert_eq!(c.dataplane.interfaces.len(), 1);
-        assert_eq!(c.dataplane.interfaces["core"].advertised().to_string(), "192.0.2.10");
+        assert_eq!(
+            c.dataplane.interfaces["core"].advertised().to_string(),
+            "192.0.2.10"
+        );
     }
 }

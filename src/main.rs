@@ -86,14 +86,18 @@ fn init_logs(cfg: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.general.log))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .init();
 }
 
 fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
     init_logs(&cfg);
     if full {
-        std::fs::create_dir_all(&cfg.general.data_dir)
-            .with_context(|| format!("creating data directory {}", cfg.general.data_dir.display()))?;
+        std::fs::create_dir_all(&cfg.general.data_dir).with_context(|| {
+            format!("creating data directory {}", cfg.general.data_dir.display())
+        })?;
     }
     let dataplane = Dataplane::start(&cfg.dataplane).context("starting the data plane")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()

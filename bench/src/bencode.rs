@@ -53,7 +53,12 @@ impl Value {
 
     /// A dictionary from `(key, value)` pairs.
     pub fn dict<'a>(pairs: impl IntoIterator<Item = (&'a str, Value)>) -> Value {
-        Value::Dict(pairs.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect())
+        Value::Dict(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v))
+                .collect(),
+        )
     }
 
     /// Looks a key up in a dictionary.
@@ -145,7 +150,11 @@ fn parse(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, DecodeError
         Some(b'i') => {
             *pos += 1;
             let start = *pos;
-            let end = start + buf[start..].iter().position(|&c| c == b'e').ok_or(err(start, "unterminated integer"))?;
+            let end = start
+                + buf[start..]
+                    .iter()
+                    .position(|&c| c == b'e')
+                    .ok_or(err(start, "unterminated integer"))?;
             let text = &buf[start..end];
             let valid = match text {
                 [] | [b'-'] => false,
@@ -203,9 +212,16 @@ fn parse(buf: &[u8], pos: &mut usize, depth: usize) -> Result<Value, DecodeError
 
 fn parse_bytes(buf: &[u8], pos: &mut usize) -> Result<Vec<u8>, DecodeError> {
     let start = *pos;
-    let colon = start + buf[start..].iter().position(|&c| c == b':').ok_or(err(start, "missing ':'"))?;
+    let colon = start
+        + buf[start..]
+            .iter()
+            .position(|&c| c == b':')
+            .ok_or(err(start, "missing ':'"))?;
     let digits = &buf[start..colon];
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) || (digits.len() > 1 && digits[0] == b'0') {
+    if digits.is_empty()
+        || !digits.iter().all(u8::is_ascii_digit)
+        || (digits.len() > 1 && digits[0] == b'0')
+    {
         return Err(err(start, "malformed length"));
     }
     let len: usize = std::str::from_utf8(digits)
@@ -213,7 +229,9 @@ fn parse_bytes(buf: &[u8], pos: &mut usize) -> Result<Vec<u8>, DecodeError> {
         .and_then(|t| t.parse().ok())
         .ok_or(err(start, "length out of range"))?;
     let data_start = colon + 1;
-    let data_end = data_start.checked_add(len).ok_or(err(start, "length out of range"))?;
+    let data_end = data_start
+        .checked_add(len)
+        .ok_or(err(start, "length out of range"))?;
     if data_end > buf.len() {
         return Err(err(start, "string runs past the end"));
     }
@@ -228,7 +246,11 @@ mod tests {
 
     #[test]
     fn encodes_dict_keys_sorted() {
-        let v = Value::dict([("sdp", Value::str("v=0")), ("command", Value::str("offer")), ("n", Value::Int(-3))]);
+        let v = Value::dict([
+            ("sdp", Value::str("v=0")),
+            ("command", Value::str("offer")),
+            ("n", Value::Int(-3)),
+        ]);
         assert_eq!(v.encode(), b"d7:command5:offer1:ni-3e3:sdp3:v=0e".to_vec());
     }
 
@@ -241,7 +263,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_input() {
-        for bad in [&b"i-0e"[..], b"i03e", b"ie", b"5:abc", b"l", b"di1ei2ee", b"x", b"01:a", b"i1ee"] {
+        for bad in [
+            &b"i-0e"[..],
+            b"i03e",
+            b"ie",
+            b"5:abc",
+            b"l",
+            b"di1ei2ee",
+            b"x",
+            b"01:a",
+            b"i1ee",
+        ] {
             assert!(decode(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         let deep = vec![b'l'; MAX_DEPTH + 5];
@@ -256,8 +288,12 @@ mod tests {
         leaf.prop_recursive(4, 32, 6, |inner| {
             prop_oneof![
                 proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::List),
-                proptest::collection::btree_map(proptest::collection::vec(any::<u8>(), 0..8), inner, 0..6)
-                    .prop_map(Value::Dict),
+                proptest::collection::btree_map(
+                    proptest::collection::vec(any::<u8>(), 0..8),
+                    inner,
+                    0..6
+                )
+                .prop_map(Value::Dict),
             ]
         })
     }

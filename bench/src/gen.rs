@@ -64,13 +64,18 @@ impl Pools {
         let per_side = per_side.max(1);
         let mut sockets = Vec::with_capacity(2 * per_side);
         for i in 0..2 * per_side {
-            let port = if base_port == 0 { 0 } else { base_port + i as u16 };
+            let port = if base_port == 0 {
+                0
+            } else {
+                base_port + i as u16
+            };
             let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
             s.set_nonblocking(true)?;
             sys::set_buffers(s.as_raw_fd(), SOCKET_BUFFER);
             sys::enable_rx_timestamps(s.as_raw_fd()).context("SO_TIMESTAMPNS")?;
             let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-            s.bind(&addr.into()).with_context(|| format!("bind generator socket {addr}"))?;
+            s.bind(&addr.into())
+                .with_context(|| format!("bind generator socket {addr}"))?;
             sockets.push(UdpSocket::from(s));
         }
         Ok(Pools { sockets, per_side })

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use kordon_proto::v1::dataplane_client::DataplaneClient;
 use kordon_proto::v1::{
-    CreateSessionRequest, CreateSessionResponse, DeleteSessionRequest, Endpoint, LegSpec, StatsRequest,
-    StatsResponse,
+    CreateSessionRequest, CreateSessionResponse, DeleteSessionRequest, Endpoint, LegSpec,
+    StatsRequest, StatsResponse,
 };
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -29,7 +29,10 @@ pub async fn connect(url: &str) -> Result<Client> {
         .context("gRPC URL")?
         .connect_timeout(Duration::from_secs(2))
         .tcp_nodelay(true);
-    let ch = ep.connect().await.with_context(|| format!("connect {url}"))?;
+    let ch = ep
+        .connect()
+        .await
+        .with_context(|| format!("connect {url}"))?;
     Ok(DataplaneClient::new(ch))
 }
 
@@ -90,7 +93,12 @@ impl<T> Batch<T> {
     }
 }
 
-async fn run_batch<Req, T, F, Fut>(client: &Client, reqs: Vec<Req>, concurrency: usize, call: F) -> Batch<T>
+async fn run_batch<Req, T, F, Fut>(
+    client: &Client,
+    reqs: Vec<Req>,
+    concurrency: usize,
+    call: F,
+) -> Batch<T>
 where
     Req: Clone + Send + Sync + 'static,
     T: Send + 'static,
@@ -116,10 +124,13 @@ where
                     break;
                 }
                 let t = Instant::now();
-                let r = match tokio::time::timeout(RPC_TIMEOUT, call(client.clone(), reqs[i].clone())).await {
-                    Ok(r) => r,
-                    Err(_) => Err(tonic::Status::deadline_exceeded("bench: RPC timed out")),
-                };
+                let r =
+                    match tokio::time::timeout(RPC_TIMEOUT, call(client.clone(), reqs[i].clone()))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(_) => Err(tonic::Status::deadline_exceeded("bench: RPC timed out")),
+                    };
                 hist.record(t.elapsed().as_nanos() as u64);
                 out.push((i, r));
             }
@@ -169,21 +180,30 @@ pub async fn create_sessions(
 /// Deletes sessions by id, `concurrency` requests in flight.
 pub async fn delete_sessions(client: &Client, ids: Vec<String>, concurrency: usize) -> Batch<()> {
     run_batch(client, ids, concurrency, |mut c, session_id| async move {
-        c.delete_session(DeleteSessionRequest { session_id }).await.map(|_| ())
+        c.delete_session(DeleteSessionRequest { session_id })
+            .await
+            .map(|_| ())
     })
     .await
 }
 
 /// Where each side sends, from a create answer: `(leg_a.local_rtp, leg_b.local_rtp)`.
 pub fn local_ports(r: &CreateSessionResponse) -> Result<(SocketAddrV4, SocketAddrV4)> {
-    let s = r.session.as_ref().ok_or_else(|| anyhow!("answer without session"))?;
+    let s = r
+        .session
+        .as_ref()
+        .ok_or_else(|| anyhow!("answer without session"))?;
     let get = |leg: &Option<kordon_proto::v1::LegInfo>, name: &str| -> Result<SocketAddrV4> {
         let ep = leg
             .as_ref()
             .and_then(|l| l.local_rtp.as_ref())
             .ok_or_else(|| anyhow!("answer without {name}.local_rtp"))?;
-        let ip = ep.ip.parse().with_context(|| format!("{name}.local_rtp ip {:?}", ep.ip))?;
-        let port = u16::try_from(ep.port).map_err(|_| anyhow!("{name}.local_rtp port {}", ep.port))?;
+        let ip = ep
+            .ip
+            .parse()
+            .with_context(|| format!("{name}.local_rtp ip {:?}", ep.ip))?;
+        let port =
+            u16::try_from(ep.port).map_err(|_| anyhow!("{name}.local_rtp port {}", ep.port))?;
         Ok(SocketAddrV4::new(ip, port))
     };
     Ok((get(&s.leg_a, "leg_a")?, get(&s.leg_b, "leg_b")?))

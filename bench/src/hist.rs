@@ -44,7 +44,11 @@ fn lower_bound(i: usize) -> u64 {
 /// Midpoint of bucket `i`.
 fn midpoint(i: usize) -> u64 {
     let lo = lower_bound(i);
-    let hi = if i + 1 < BUCKETS { lower_bound(i + 1) } else { u64::MAX };
+    let hi = if i + 1 < BUCKETS {
+        lower_bound(i + 1)
+    } else {
+        u64::MAX
+    };
     lo + (hi - lo) / 2
 }
 

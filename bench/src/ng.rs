@@ -48,7 +48,14 @@ impl NgClient {
             loop {
                 let n = match self.sock.recv(&mut self.buf) {
                     Ok(n) => n,
-                    Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break,
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
                     Err(e) => return Err(e).context("ng recv"),
                 };
                 let reply = &self.buf[..n];
@@ -73,12 +80,18 @@ impl NgClient {
 
     /// `ping` → `pong`.
     pub fn ping(&mut self) -> Result<()> {
-        self.request(&Value::dict([("command", Value::str("ping"))])).map(|_| ())
+        self.request(&Value::dict([("command", Value::str("ping"))]))
+            .map(|_| ())
     }
 
     /// Sets up one call through rtpengine: `offer` with A's SDP, then `answer`
     /// with B's. Returns `(where A sends, where B sends)`.
-    pub fn setup_call(&mut self, call_id: &str, a: SocketAddrV4, b: SocketAddrV4) -> Result<(SocketAddrV4, SocketAddrV4)> {
+    pub fn setup_call(
+        &mut self,
+        call_id: &str,
+        a: SocketAddrV4,
+        b: SocketAddrV4,
+    ) -> Result<(SocketAddrV4, SocketAddrV4)> {
         let flags = || Value::str_list(&["origin", "session-connection"]);
         let offer = Value::dict([
             ("command", Value::str("offer")),
@@ -89,7 +102,9 @@ impl NgClient {
             ("ICE", Value::str("remove")),
             ("transport-protocol", Value::str("RTP/AVP")),
         ]);
-        let r = self.request(&offer).with_context(|| format!("offer {call_id}"))?;
+        let r = self
+            .request(&offer)
+            .with_context(|| format!("offer {call_id}"))?;
         // The offer's rewritten SDP goes to the callee (B): B sends there.
         let b_sends_to = r
             .get("sdp")
@@ -105,7 +120,9 @@ impl NgClient {
             ("replace", flags()),
             ("ICE", Value::str("remove")),
         ]);
-        let r = self.request(&answer).with_context(|| format!("answer {call_id}"))?;
+        let r = self
+            .request(&answer)
+            .with_context(|| format!("answer {call_id}"))?;
         // The answer's rewritten SDP goes back to the caller (A): A sends there.
         let a_sends_to = r
             .get("sdp")

@@ -64,14 +64,22 @@ pub fn cpu_busy_ns(cpu: usize) -> io::Result<u64> {
 /// Busy ticks of `cpuN` from the text of `/proc/stat`.
 pub fn parse_cpu_busy_ticks(stat: &str, cpu: usize) -> Option<u64> {
     let name = format!("cpu{cpu}");
-    let line = stat.lines().find(|l| l.split_ascii_whitespace().next() == Some(name.as_str()))?;
+    let line = stat
+        .lines()
+        .find(|l| l.split_ascii_whitespace().next() == Some(name.as_str()))?;
     let v: Vec<u64> = line
         .split_ascii_whitespace()
         .skip(1)
         .map(|f| f.parse().unwrap_or(0))
         .collect();
     // user nice system idle iowait irq softirq steal [guest guest_nice: already in user]
-    let busy = v.iter().take(8).enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, x)| *x).sum();
+    let busy = v
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, x)| *x)
+        .sum();
     Some(busy)
 }
 
@@ -132,7 +140,8 @@ mod tests {
 
     #[test]
     fn cpu_busy_skips_idle_and_iowait() {
-        let s = "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 2 3 1000 50 4 5 6 0 0\ncpu1 10 0 20 5 5 0 30 0 0 0\n";
+        let s =
+            "cpu  9 9 9 9 9 9 9 9 0 0\ncpu0 1 2 3 1000 50 4 5 6 0 0\ncpu1 10 0 20 5 5 0 30 0 0 0\n";
         assert_eq!(parse_cpu_busy_ticks(s, 0), Some(21));
         assert_eq!(parse_cpu_busy_ticks(s, 1), Some(60));
         assert_eq!(parse_cpu_busy_ticks(s, 2), None);

@@ -95,7 +95,10 @@ impl RelayResult {
     /// Derives the reported figures from a run's counters.
     pub fn from_outcome(info: PointInfo, o: &Outcome, c: Criteria) -> Self {
         let secs = o.window_ns as f64 / 1e9;
-        let per_pkt = |ns: Option<u64>| ns.filter(|_| o.received > 0).map(|ns| ns as f64 / o.received as f64);
+        let per_pkt = |ns: Option<u64>| {
+            ns.filter(|_| o.received > 0)
+                .map(|ns| ns as f64 / o.received as f64)
+        };
         let util = |ns: Option<u64>| ns.map(|ns| ns as f64 / o.window_ns.max(1) as f64);
         let loss_pct = if o.sent == 0 {
             100.0
@@ -108,7 +111,10 @@ impl RelayResult {
         let p50_us = us(0.5);
         let mut fail_reasons = Vec::new();
         if !gen_reached_target {
-            fail_reasons.push(format!("generator sent {:.1} % of the asked rate", 100.0 * o.sent as f64 / asked.max(1.0)));
+            fail_reasons.push(format!(
+                "generator sent {:.1} % of the asked rate",
+                100.0 * o.sent as f64 / asked.max(1.0)
+            ));
         }
         if loss_pct >= c.max_loss_pct {
             fail_reasons.push(format!("loss {loss_pct:.3} %"));
@@ -166,7 +172,8 @@ impl RelayResult {
 
     /// A one-paragraph human summary.
     pub fn summary(&self) -> String {
-        let opt = |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
+        let opt =
+            |v: Option<f64>, digits: usize| v.map_or("-".to_string(), |v| format!("{v:.digits$}"));
         format!(
             "{label} {tag} {streams} streams @ {rate} pps: sent {sent:.0} pps, received {recv:.0} pps, loss {loss:.3} %, \
              dead {dead}/{dirs}, latency p50/p99/p99.9/max {p50:.1}/{p99:.1}/{p999:.1}/{max:.1} µs, \
@@ -311,7 +318,10 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
                 let gen = if r.gen_reached_target {
                     "on target".to_string()
                 } else {
-                    format!("{:.0} % of target", 100.0 * r.sent_pps / r.rate_pps.max(1) as f64)
+                    format!(
+                        "{:.0} % of target",
+                        100.0 * r.sent_pps / r.rate_pps.max(1) as f64
+                    )
                 };
                 let _ = writeln!(
                     out,
@@ -346,7 +356,8 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
         for label in &labels {
-            let mut steps: Vec<&&&RelayResult> = search.iter().filter(|r| r.label == *label).collect();
+            let mut steps: Vec<&&&RelayResult> =
+                search.iter().filter(|r| r.label == *label).collect();
             if steps.is_empty() {
                 continue;
             }
@@ -364,7 +375,10 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
                         "relay".to_string()
                     },
                 ),
-                None => ("(no failure up to the last step)".to_string(), "search range".to_string()),
+                None => (
+                    "(no failure up to the last step)".to_string(),
+                    "search range".to_string(),
+                ),
             };
             let _ = writeln!(
                 out,
@@ -374,7 +388,10 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
                 best.map_or("< first step".to_string(), |r| kpps(r.rate_pps)),
                 best.map_or("-".into(), |r| f(r.relay_cpu_ns_per_pkt, 0)),
                 best.map_or("-".into(), |r| f(r.relay_cpu_util, 2)),
-                best.map_or("-".into(), |r| format!("{:.0} / {:.0} / {:.0}", r.p50_us, r.p99_us, r.p999_us)),
+                best.map_or("-".into(), |r| format!(
+                    "{:.0} / {:.0} / {:.0}",
+                    r.p50_us, r.p99_us, r.p999_us
+                )),
                 next,
                 why
             );
@@ -408,7 +425,11 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
                 s.create_p99_ms,
                 s.delete_per_s,
                 s.create_failed + s.delete_failed,
-                s.rss_per_session.map_or("-".into(), |b| format!("{:.0} B ({:.2} KiB)", b, b / 1024.0)),
+                s.rss_per_session.map_or("-".into(), |b| format!(
+                    "{:.0} B ({:.2} KiB)",
+                    b,
+                    b / 1024.0
+                )),
                 f(s.fds_per_session, 2)
             );
         }

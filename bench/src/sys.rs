@@ -177,7 +177,8 @@ impl RecvBatch {
             let mut cmsg = libc::CMSG_FIRSTHDR(hdr);
             while !cmsg.is_null() {
                 if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == SO_TIMESTAMPNS {
-                    let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
+                    let ts =
+                        std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::timespec>());
                     return Some(ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64);
                 }
                 cmsg = libc::CMSG_NXTHDR(hdr, cmsg);
@@ -285,7 +286,12 @@ fn send_all(fd: RawFd, hdrs: &mut [libc::mmsghdr]) -> (usize, Option<io::Error>)
         // caller's batch, valid for this call; the kernel only reads them (and
         // writes msg_len inside the headers themselves).
         let n = unsafe {
-            libc::sendmmsg(fd, rest.as_mut_ptr(), rest.len() as libc::c_uint, libc::MSG_DONTWAIT)
+            libc::sendmmsg(
+                fd,
+                rest.as_mut_ptr(),
+                rest.len() as libc::c_uint,
+                libc::MSG_DONTWAIT,
+            )
         };
         if n < 0 {
             let err = io::Error::last_os_error();
@@ -339,7 +345,12 @@ impl Forwarder {
 
     /// Sends all datagrams of `batch` from `fd` to `dest`. Returns how many the
     /// kernel took.
-    pub fn forward(&mut self, fd: RawFd, batch: &RecvBatch, dest: SocketAddrV4) -> (usize, Option<io::Error>) {
+    pub fn forward(
+        &mut self,
+        fd: RawFd,
+        batch: &RecvBatch,
+        dest: SocketAddrV4,
+    ) -> (usize, Option<io::Error>) {
         *self.name = to_sockaddr(dest);
         let n = batch.len();
         for i in 0..n {
@@ -404,7 +415,11 @@ impl Epoll {
         if n < 0 {
             let err = io::Error::last_os_error();
             self.ready = 0;
-            return if err.raw_os_error() == Some(libc::EINTR) { Ok(0) } else { Err(err) };
+            return if err.raw_os_error() == Some(libc::EINTR) {
+                Ok(0)
+            } else {
+                Err(err)
+            };
         }
         self.ready = n as usize;
         Ok(self.ready)
@@ -428,7 +443,12 @@ impl Ticker {
     /// Starts a timer firing every `period`.
     pub fn new(period: Duration) -> io::Result<Self> {
         // SAFETY: plain syscall without pointers.
-        let fd = unsafe { libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_NONBLOCK | libc::TFD_CLOEXEC) };
+        let fd = unsafe {
+            libc::timerfd_create(
+                libc::CLOCK_MONOTONIC,
+                libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
+            )
+        };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -443,11 +463,14 @@ impl Ticker {
             it_value: ts,
         };
         // SAFETY: `spec` lives on the stack for the call; the old value is not asked.
-        let rc = unsafe { libc::timerfd_settime(owned.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
+        let rc =
+            unsafe { libc::timerfd_settime(owned.as_raw_fd(), 0, &spec, std::ptr::null_mut()) };
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(Ticker { file: File::from(owned) })
+        Ok(Ticker {
+            file: File::from(owned),
+        })
     }
 
     /// Consumes the pending expirations and returns how many there were.
@@ -471,7 +494,10 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is a plain bit array; zero is the empty set.
     let mut set: libc::cpu_set_t = unsafe { zeroed() };
     if cpu >= 8 * size_of::<libc::cpu_set_t>() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "cpu index out of range"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cpu index out of range",
+        ));
     }
     // SAFETY: `cpu` was checked to be inside the set.
     unsafe { libc::CPU_SET(cpu, &mut set) };
@@ -483,7 +509,12 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
-fn set_int_opt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
+fn set_int_opt(
+    fd: RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: the option value is a c_int on the stack, its size passed alongside.
     let rc = unsafe {
         libc::setsockopt(

@@ -78,7 +78,7 @@ impl InterfaceConfig {
         if last < first + 1 {
             0
         } else {
-            (last - first + 1) / 2
+            (last - first).div_ceil(2)
         }
     }
 }
@@ -236,7 +236,8 @@ impl DataplaneConfig {
                 ));
             }
             for (other, o) in &seen {
-                let same_addr = o.bind == itf.bind || o.bind.is_unspecified() || itf.bind.is_unspecified();
+                let same_addr =
+                    o.bind == itf.bind || o.bind.is_unspecified() || itf.bind.is_unspecified();
                 if same_addr && itf.port_min <= o.port_max && o.port_min <= itf.port_max {
                     return Err(ConfigError::new(
                         ik("port_min"),
@@ -327,7 +328,10 @@ mod tests {
             latch_mode: LatchModeConfig::LearnAny,
             ..Default::default()
         };
-        assert_eq!(c.validate("dataplane").unwrap_err().key, "dataplane.latch_mode");
+        assert_eq!(
+            c.validate("dataplane").unwrap_err().key,
+            "dataplane.latch_mode"
+        );
     }
 
     #[test]

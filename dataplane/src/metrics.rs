@@ -14,25 +14,53 @@ use crate::control::Service;
 /// Renders counters in the Prometheus text format (version 0.0.4).
 pub fn render(stats: &pb::StatsResponse, free_pairs: &[(String, u32)]) -> String {
     let mut out = String::with_capacity(4096);
-    let counter = |out: &mut String, name: &str, help: &str, get: &dyn Fn(&pb::WorkerStats) -> u64| {
-        let _ = writeln!(out, "# HELP kordon_dataplane_{name} {help}");
-        let _ = writeln!(out, "# TYPE kordon_dataplane_{name} counter");
-        for w in &stats.workers {
-            let _ = writeln!(out, "kordon_dataplane_{name}{{worker=\"{}\"}} {}", w.worker, get(w));
-        }
-    };
-    counter(&mut out, "rx_packets_total", "Datagrams received.", &|w| w.rx_packets);
-    counter(&mut out, "rx_bytes_total", "Bytes received.", &|w| w.rx_bytes);
-    counter(&mut out, "tx_packets_total", "Datagrams forwarded.", &|w| w.tx_packets);
-    counter(&mut out, "tx_bytes_total", "Bytes forwarded.", &|w| w.tx_bytes);
-    counter(&mut out, "capped_turns_total", "Loop turns that stopped at the per-turn packet cap.", &|w| {
-        w.capped_turns
+    let counter =
+        |out: &mut String, name: &str, help: &str, get: &dyn Fn(&pb::WorkerStats) -> u64| {
+            let _ = writeln!(out, "# HELP kordon_dataplane_{name} {help}");
+            let _ = writeln!(out, "# TYPE kordon_dataplane_{name} counter");
+            for w in &stats.workers {
+                let _ = writeln!(
+                    out,
+                    "kordon_dataplane_{name}{{worker=\"{}\"}} {}",
+                    w.worker,
+                    get(w)
+                );
+            }
+        };
+    counter(&mut out, "rx_packets_total", "Datagrams received.", &|w| {
+        w.rx_packets
     });
-    counter(&mut out, "send_errors_total", "Sends the kernel refused.", &|w| w.send_errors);
-    counter(&mut out, "recv_rearms_total", "Receives armed again after they stopped.", &|w| {
-        w.recv_rearms
+    counter(&mut out, "rx_bytes_total", "Bytes received.", &|w| {
+        w.rx_bytes
     });
-    let _ = writeln!(out, "# HELP kordon_dataplane_dropped_packets_total Datagrams dropped, by reason.");
+    counter(&mut out, "tx_packets_total", "Datagrams forwarded.", &|w| {
+        w.tx_packets
+    });
+    counter(&mut out, "tx_bytes_total", "Bytes forwarded.", &|w| {
+        w.tx_bytes
+    });
+    counter(
+        &mut out,
+        "capped_turns_total",
+        "Loop turns that stopped at the per-turn packet cap.",
+        &|w| w.capped_turns,
+    );
+    counter(
+        &mut out,
+        "send_errors_total",
+        "Sends the kernel refused.",
+        &|w| w.send_errors,
+    );
+    counter(
+        &mut out,
+        "recv_rearms_total",
+        "Receives armed again after they stopped.",
+        &|w| w.recv_rearms,
+    );
+    let _ = writeln!(
+        out,
+        "# HELP kordon_dataplane_dropped_packets_total Datagrams dropped, by reason."
+    );
     let _ = writeln!(out, "# TYPE kordon_dataplane_dropped_packets_total counter");
     for w in &stats.workers {
         for d in &w.dropped {
@@ -46,12 +74,22 @@ pub fn render(stats: &pb::StatsResponse, free_pairs: &[(String, u32)]) -> String
     let _ = writeln!(out, "# HELP kordon_dataplane_sessions Sessions served.");
     let _ = writeln!(out, "# TYPE kordon_dataplane_sessions gauge");
     for w in &stats.workers {
-        let _ = writeln!(out, "kordon_dataplane_sessions{{worker=\"{}\",backend=\"{}\"}} {}", w.worker, w.backend, w.sessions);
+        let _ = writeln!(
+            out,
+            "kordon_dataplane_sessions{{worker=\"{}\",backend=\"{}\"}} {}",
+            w.worker, w.backend, w.sessions
+        );
     }
-    let _ = writeln!(out, "# HELP kordon_dataplane_free_port_pairs Free RTP/RTCP port pairs.");
+    let _ = writeln!(
+        out,
+        "# HELP kordon_dataplane_free_port_pairs Free RTP/RTCP port pairs."
+    );
     let _ = writeln!(out, "# TYPE kordon_dataplane_free_port_pairs gauge");
     for (name, free) in free_pairs {
-        let _ = writeln!(out, "kordon_dataplane_free_port_pairs{{interface=\"{name}\"}} {free}");
+        let _ = writeln!(
+            out,
+            "kordon_dataplane_free_port_pairs{{interface=\"{name}\"}} {free}"
+        );
     }
     out
 }
@@ -73,11 +111,7 @@ async fn answer(mut stream: TcpStream, svc: Service) -> std::io::Result<()> {
     let mut buf = [0u8; 2048];
     let mut used = 0;
     // Read the request head (bounded); the body, if any, is ignored.
-    loop {
-        let Some(room) = buf.get_mut(used..) else { break };
-        if room.is_empty() {
-            break;
-        }
+    while let Some(room) = buf.get_mut(used..).filter(|r| !r.is_empty()) {
         let n = tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(room))
             .await
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
@@ -85,7 +119,10 @@ async fn answer(mut stream: TcpStream, svc: Service) -> std::io::Result<()> {
             break;
         }
         used += n;
-        if buf.get(..used).is_some_and(|h| h.windows(4).any(|w| w == b"\r\n\r\n")) {
+        if buf
+            .get(..used)
+            .is_some_and(|h| h.windows(4).any(|w| w == b"\r\n\r\n"))
+        {
             break;
         }
     }
@@ -93,7 +130,11 @@ async fn answer(mut stream: TcpStream, svc: Service) -> std::io::Result<()> {
     let mut parts = head.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     let (status, ctype, body) = if method != "GET" {
-        ("405 Method Not Allowed", "text/plain", "only GET is served\n".to_string())
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "only GET is served\n".to_string(),
+        )
     } else if path != "/metrics" {
         ("404 Not Found", "text/plain", "try /metrics\n".to_string())
     } else {
@@ -103,7 +144,11 @@ async fn answer(mut stream: TcpStream, svc: Service) -> std::io::Result<()> {
                 "text/plain; version=0.0.4",
                 render(&stats, &svc.free_pairs()),
             ),
-            Err(e) => ("503 Service Unavailable", "text/plain", format!("{}\n", e.message())),
+            Err(e) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("{}\n", e.message()),
+            ),
         }
     };
     let resp = format!(

@@ -34,7 +34,7 @@ impl PortPool {
     pub fn new(port_min: u16, port_max: u16, workers: u32, worker: u32) -> Self {
         let first = port_min.div_ceil(2).saturating_mul(2);
         let pairs = if port_max > first {
-            (u32::from(port_max) - u32::from(first) + 1) / 2
+            (u32::from(port_max) - u32::from(first)).div_ceil(2)
         } else {
             0
         };
@@ -55,7 +55,7 @@ impl PortPool {
     /// Which worker owns the pair that `rtp_port` starts, over a range.
     pub fn worker_of(port_min: u16, rtp_port: u16, workers: u32) -> Option<u32> {
         let first = port_min.div_ceil(2).saturating_mul(2);
-        if rtp_port < first || rtp_port % 2 != 0 {
+        if rtp_port < first || !rtp_port.is_multiple_of(2) {
             return None;
         }
         Some((u32::from(rtp_port - first) / 2) % workers.max(1))
@@ -136,7 +136,7 @@ impl PortPool {
     }
 
     fn pair_index(&self, rtp_port: u16) -> Option<u32> {
-        if rtp_port < self.first || rtp_port % 2 != 0 {
+        if rtp_port < self.first || !rtp_port.is_multiple_of(2) {
             return None;
         }
         let k = u32::from(rtp_port - self.first) / 2;

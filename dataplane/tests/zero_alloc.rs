@@ -68,23 +68,27 @@ fn relay_allocations(backend: BackendChoice, port_min: u16) -> u64 {
     let b = UdpSocket::bind("127.0.0.1:0").unwrap();
     a.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
     let info = rt
-        .block_on(svc.create_session(tonic::Request::new(pb::CreateSessionRequest {
-            session_id: "zero".into(),
-            leg_a: Some(pb::LegSpec {
-                interface: "internal".into(),
-                remote_rtp: Some(endpoint(&a)),
-                rewrite_ssrc: true,
-                ..Default::default()
-            }),
-            leg_b: Some(pb::LegSpec {
-                interface: "internal".into(),
-                remote_rtp: Some(endpoint(&b)),
-                ..Default::default()
-            }),
-            inactivity_timeout_secs: 0,
-        })))
+        .block_on(
+            svc.create_session(tonic::Request::new(pb::CreateSessionRequest {
+                session_id: "zero".into(),
+                leg_a: Some(pb::LegSpec {
+                    interface: "internal".into(),
+                    remote_rtp: Some(endpoint(&a)),
+                    rewrite_ssrc: true,
+                    ..Default::default()
+                }),
+                leg_b: Some(pb::LegSpec {
+                    interface: "internal".into(),
+                    remote_rtp: Some(endpoint(&b)),
+                    ..Default::default()
+                }),
+                inactivity_timeout_secs: 0,
+            })),
+        )
         .unwrap()
         .into_inner()
         .session
@@ -123,6 +127,12 @@ fn relay_allocations(backend: BackendChoice, port_min: u16) -> u64 {
 fn relaying_allocates_nothing_after_warm_up() {
     let uring = relay_allocations(BackendChoice::IoUring, 47200);
     let mmsg = relay_allocations(BackendChoice::Mmsg, 47300);
-    assert_eq!(uring, 0, "io_uring backend allocated {uring} times for 4000 packets");
-    assert_eq!(mmsg, 0, "mmsg backend allocated {mmsg} times for 4000 packets");
+    assert_eq!(
+        uring, 0,
+        "io_uring backend allocated {uring} times for 4000 packets"
+    );
+    assert_eq!(
+        mmsg, 0,
+        "mmsg backend allocated {mmsg} times for 4000 packets"
+    );
 }

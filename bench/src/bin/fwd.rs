@@ -21,7 +21,10 @@ const SOCKET_BUFFER: usize = 4 << 20;
 const MAX_ROUNDS: usize = 8;
 
 #[derive(Parser)]
-#[command(name = "kordon-fwd", about = "Minimal recvmmsg/sendmmsg UDP forwarder (the syscall ceiling)")]
+#[command(
+    name = "kordon-fwd",
+    about = "Minimal recvmmsg/sendmmsg UDP forwarder (the syscall ceiling)"
+)]
 struct Args {
     /// Number of port pairs.
     #[arg(long, default_value_t = 1000)]
@@ -52,7 +55,8 @@ fn main() -> Result<()> {
             s.set_nonblocking(true)?;
             sys::set_buffers(s.as_raw_fd(), SOCKET_BUFFER);
             let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
-            s.bind(&addr.into()).with_context(|| format!("bind {addr}"))?;
+            s.bind(&addr.into())
+                .with_context(|| format!("bind {addr}"))?;
             socks.push(UdpSocket::from(s));
         }
     }

@@ -213,8 +213,15 @@ fn emit(record: &Record, json: bool, out: &Option<PathBuf>) -> Result<()> {
 /// What must be undone after a run.
 enum Teardown {
     None,
-    Kordon { rt: Box<tokio::runtime::Runtime>, client: grpc::Client, ids: Vec<String> },
-    Rtpengine { ng: NgClient, calls: Vec<String> },
+    Kordon {
+        rt: Box<tokio::runtime::Runtime>,
+        client: grpc::Client,
+        ids: Vec<String>,
+    },
+    Rtpengine {
+        ng: NgClient,
+        calls: Vec<String>,
+    },
 }
 
 impl Teardown {
@@ -226,7 +233,10 @@ impl Teardown {
                 let b = rt.block_on(grpc::delete_sessions(&client, ids, 32));
                 let (failed, first) = b.failures();
                 if failed > 0 {
-                    bail!("{failed}/{n} deletes failed, first: {}", first.map(|s| s.to_string()).unwrap_or_default());
+                    bail!(
+                        "{failed}/{n} deletes failed, first: {}",
+                        first.map(|s| s.to_string()).unwrap_or_default()
+                    );
                 }
                 Ok(())
             }
@@ -271,7 +281,9 @@ fn setup(a: &RelayArgs, pools: &Pools) -> Result<(Vec<[SocketAddrV4; 2]>, Teardo
             let reqs = ids
                 .iter()
                 .enumerate()
-                .map(|(i, id)| grpc::session_request(id.clone(), pools.addr(0, i), pools.addr(1, i)))
+                .map(|(i, id)| {
+                    grpc::session_request(id.clone(), pools.addr(0, i), pools.addr(1, i))
+                })
                 .collect();
             let b = rt.block_on(grpc::create_sessions(&client, reqs, a.setup_concurrency));
             let mut dests = Vec::with_capacity(a.streams);
@@ -293,7 +305,11 @@ fn setup(a: &RelayArgs, pools: &Pools) -> Result<(Vec<[SocketAddrV4; 2]>, Teardo
                     }
                 }
             }
-            let teardown = Teardown::Kordon { rt, client, ids: created };
+            let teardown = Teardown::Kordon {
+                rt,
+                client,
+                ids: created,
+            };
             if let Some(e) = first_err {
                 let _ = teardown.run();
                 return Err(e.context("setting sessions up on Kordon"));
@@ -324,7 +340,11 @@ fn setup(a: &RelayArgs, pools: &Pools) -> Result<(Vec<[SocketAddrV4; 2]>, Teardo
                     }
                 }
             }
-            eprintln!("rtpengine: {} calls set up in {:.2} s", a.streams, t.elapsed().as_secs_f64());
+            eprintln!(
+                "rtpengine: {} calls set up in {:.2} s",
+                a.streams,
+                t.elapsed().as_secs_f64()
+            );
             Ok((dests, Teardown::Rtpengine { ng, calls }))
         }
     }
@@ -333,7 +353,10 @@ fn setup(a: &RelayArgs, pools: &Pools) -> Result<(Vec<[SocketAddrV4; 2]>, Teardo
 fn relay(a: RelayArgs) -> Result<()> {
     anyhow::ensure!(a.streams > 0, "--streams must be at least 1");
     anyhow::ensure!(a.rate > 0, "--rate must be positive");
-    anyhow::ensure!(a.duration > 0.0 && a.warmup >= 0.0, "bad --duration/--warmup");
+    anyhow::ensure!(
+        a.duration > 0.0 && a.warmup >= 0.0,
+        "bad --duration/--warmup"
+    );
     if let Some(cpu) = a.cpu {
         sys::pin_to_cpu(cpu).with_context(|| format!("pin to CPU {cpu}"))?;
     }
@@ -356,7 +379,10 @@ fn relay(a: RelayArgs) -> Result<()> {
     }
     let result = RelayResult::from_outcome(
         PointInfo {
-            label: a.label.clone().unwrap_or_else(|| a.target.name().to_string()),
+            label: a
+                .label
+                .clone()
+                .unwrap_or_else(|| a.target.name().to_string()),
             target: a.target.name().to_string(),
             tag: a.tag.clone(),
             rate_pps: a.rate,
@@ -470,11 +496,24 @@ fn wait_ready(a: WaitArgs) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs_f64(a.timeout);
     let mut last_err = anyhow!("not tried");
     while Instant::now() < deadline {
+        let mut detail = String::new();
         let r = match a.target {
             Target::Kordon => runtime().and_then(|rt| {
                 rt.block_on(async {
                     let mut c = grpc::connect(&a.endpoints.grpc).await?;
-                    grpc::stats(&mut c).await.map(|_| ())
+                    let s = grpc::stats(&mut c).await?;
+                    let backends: Vec<String> = s
+                        .workers
+                        .iter()
+                        .map(|w| {
+                            format!(
+                                "worker {}: {}, {} free ports",
+                                w.worker, w.backend, w.free_ports
+                            )
+                        })
+                        .collect();
+                    detail = format!(" ({})", backends.join("; "));
+                    Ok(())
                 })
             }),
             Target::Rtpengine => NgClient::new(a.endpoints.ng).and_then(|mut c| c.ping()),
@@ -489,14 +528,18 @@ fn wait_ready(a: WaitArgs) -> Result<()> {
         };
         match r {
             Ok(()) => {
-                eprintln!("{} is ready", a.target.name());
+                eprintln!("{} is ready{detail}", a.target.name());
                 return Ok(());
             }
             Err(e) => last_err = e,
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Err(last_err.context(format!("{} not ready after {} s", a.target.name(), a.timeout)))
+    Err(last_err.context(format!(
+        "{} not ready after {} s",
+        a.target.name(),
+        a.timeout
+    )))
 }
 
 fn report_cmd(a: ReportArgs) -> Result<()> {

@@ -51,7 +51,9 @@ impl MediaError {
     /// Whose fault it is.
     pub fn fault(&self) -> Fault {
         match self {
-            MediaError::Invalid(_) | MediaError::NotFound(_) | MediaError::Conflict(_) => Fault::Caller,
+            MediaError::Invalid(_) | MediaError::NotFound(_) | MediaError::Conflict(_) => {
+                Fault::Caller
+            }
             _ => Fault::Dataplane,
         }
     }
@@ -67,7 +69,9 @@ impl From<tonic::Status> for MediaError {
     fn from(s: tonic::Status) -> Self {
         let m = s.message().to_string();
         match s.code() {
-            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => MediaError::Invalid(m),
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+                MediaError::Invalid(m)
+            }
             Code::NotFound => MediaError::NotFound(m),
             Code::AlreadyExists => MediaError::Conflict(m),
             Code::ResourceExhausted => MediaError::Exhausted(m),
@@ -168,7 +172,11 @@ impl MediaClient {
 
 /// A leg on `interface` whose peer announced `remote` (SDP) and whose media
 /// may latch from `expected_source` (the signalling source of a NATed peer).
-pub fn leg(interface: &str, remote: Option<std::net::SocketAddr>, expected_source: Option<std::net::IpAddr>) -> LegSpec {
+pub fn leg(
+    interface: &str,
+    remote: Option<std::net::SocketAddr>,
+    expected_source: Option<std::net::IpAddr>,
+) -> LegSpec {
     LegSpec {
         interface: interface.to_string(),
         remote_rtp: remote.map(|a| MediaEndpoint {

@@ -39,8 +39,16 @@ async fn start(port_min: u16) -> (kordon_dataplane::Dataplane, String) {
 fn request(id: &str) -> CreateSessionRequest {
     CreateSessionRequest {
         session_id: id.into(),
-        leg_a: Some(leg("internal", Some("127.0.0.1:4000".parse().unwrap()), None)),
-        leg_b: Some(leg("internal", Some("127.0.0.1:4002".parse().unwrap()), None)),
+        leg_a: Some(leg(
+            "internal",
+            Some("127.0.0.1:4000".parse().unwrap()),
+            None,
+        )),
+        leg_b: Some(leg(
+            "internal",
+            Some("127.0.0.1:4002".parse().unwrap()),
+            None,
+        )),
         inactivity_timeout_secs: 0,
     }
 }
@@ -48,7 +56,9 @@ fn request(id: &str) -> CreateSessionRequest {
 #[tokio::test]
 async fn maps_statuses_to_typed_errors() {
     let (dp, url) = start(47100).await;
-    let mut c = MediaClient::connect(&url, Duration::from_secs(5)).await.unwrap();
+    let mut c = MediaClient::connect(&url, Duration::from_secs(5))
+        .await
+        .unwrap();
     let s = c.create(request("one")).await.unwrap();
     assert_eq!(s.session_id, "one");
     // The range holds two pairs: the next session cannot get two.
@@ -62,7 +72,10 @@ async fn maps_statuses_to_typed_errors() {
     let mut bad = request("three");
     bad.leg_a = None;
     let e = c.create(bad).await.unwrap_err();
-    assert!(matches!(&e, MediaError::Invalid(m) if m.contains("leg_a")), "{e:?}");
+    assert!(
+        matches!(&e, MediaError::Invalid(m) if m.contains("leg_a")),
+        "{e:?}"
+    );
     let gone = c.delete("one").await.unwrap();
     assert_eq!(gone.session_id, "one");
     assert!(c.list().await.unwrap().is_empty());

@@ -64,7 +64,12 @@ fn endpoint(field: &str, e: &pb::Endpoint, iface: Option<&Iface>) -> Result<Sock
     let port = u16::try_from(e.port)
         .ok()
         .filter(|p| *p != 0)
-        .ok_or_else(|| bad(&format!("{field}.port"), format!("{} is not in 1..=65535", e.port)))?;
+        .ok_or_else(|| {
+            bad(
+                &format!("{field}.port"),
+                format!("{} is not in 1..=65535", e.port),
+            )
+        })?;
     if let Some(i) = iface {
         if addr.is_ipv4() != i.bind.is_ipv4() {
             return Err(bad(
@@ -104,7 +109,11 @@ fn latch_mode(field: &str, v: i32, rules: &Rules) -> Result<Option<LatchMode>, S
     Ok(Some(m))
 }
 
-fn iface_index<'a>(field: &str, name: &str, ifaces: &'a [Iface]) -> Result<(u16, &'a Iface), Status> {
+fn iface_index<'a>(
+    field: &str,
+    name: &str,
+    ifaces: &'a [Iface],
+) -> Result<(u16, &'a Iface), Status> {
     if name.is_empty() {
         return Err(bad(field, "required"));
     }
@@ -117,12 +126,20 @@ fn iface_index<'a>(field: &str, name: &str, ifaces: &'a [Iface]) -> Result<(u16,
             let known: Vec<&str> = ifaces.iter().map(|i| i.name.as_str()).collect();
             bad(
                 field,
-                format!("unknown interface {name:?} (configured: {})", known.join(", ")),
+                format!(
+                    "unknown interface {name:?} (configured: {})",
+                    known.join(", ")
+                ),
             )
         })
 }
 
-fn leg(field: &str, spec: Option<&pb::LegSpec>, ifaces: &[Iface], rules: &Rules) -> Result<ValidLeg, Status> {
+fn leg(
+    field: &str,
+    spec: Option<&pb::LegSpec>,
+    ifaces: &[Iface],
+    rules: &Rules,
+) -> Result<ValidLeg, Status> {
     let spec = spec.ok_or_else(|| bad(field, "required"))?;
     let (k, itf) = iface_index(&format!("{field}.interface"), &spec.interface, ifaces)?;
     let requested_port = match spec.requested_rtp_port {
@@ -155,7 +172,10 @@ fn leg(field: &str, spec: Option<&pb::LegSpec>, ifaces: &[Iface], rules: &Rules)
     let expected_ip = if spec.expected_source_ip.is_empty() {
         None
     } else {
-        Some(ip(&format!("{field}.expected_source_ip"), &spec.expected_source_ip)?)
+        Some(ip(
+            &format!("{field}.expected_source_ip"),
+            &spec.expected_source_ip,
+        )?)
     };
     Ok(ValidLeg {
         iface: k,
@@ -175,7 +195,11 @@ fn leg(field: &str, spec: Option<&pb::LegSpec>, ifaces: &[Iface], rules: &Rules)
 }
 
 /// Validates a create request.
-pub(crate) fn create(req: &pb::CreateSessionRequest, ifaces: &[Iface], rules: &Rules) -> Result<ValidCreate, Status> {
+pub(crate) fn create(
+    req: &pb::CreateSessionRequest,
+    ifaces: &[Iface],
+    rules: &Rules,
+) -> Result<ValidCreate, Status> {
     session_id(&req.session_id)?;
     let a = leg("leg_a", req.leg_a.as_ref(), ifaces, rules)?;
     let b = leg("leg_b", req.leg_b.as_ref(), ifaces, rules)?;
@@ -283,7 +307,12 @@ fn leg_info(l: &LegSnapshot, ifaces: &[Iface]) -> pb::LegInfo {
         latch_mode: pb_latch(p.latch_mode) as i32,
         rewrite_ssrc: p.rewrite_ssrc,
         latched_rtp: l.latched[0].map(ep),
-        latched_rtcp: if p.rtcp_mux { l.latched[0] } else { l.latched[1] }.map(ep),
+        latched_rtcp: if p.rtcp_mux {
+            l.latched[0]
+        } else {
+            l.latched[1]
+        }
+        .map(ep),
         counters: Some(pb::LegCounters {
             rtp_packets_in: c.rtp_packets_in,
             rtp_bytes_in: c.rtp_bytes_in,

@@ -45,13 +45,16 @@ pub struct Iface {
 enum Entry {
     /// A create is on its way to a worker.
     Pending,
-    Ready {
-        worker: u32,
-        handle: u32,
-        ifaces: [u16; 2],
-        request: pb::CreateSessionRequest,
-        answer: pb::SessionInfo,
-    },
+    Ready(Box<Ready>),
+}
+
+#[derive(Debug)]
+struct Ready {
+    worker: u32,
+    handle: u32,
+    ifaces: [u16; 2],
+    request: pb::CreateSessionRequest,
+    answer: pb::SessionInfo,
 }
 
 /// Why the data plane could not start.
@@ -149,7 +152,8 @@ impl Dataplane {
         );
         let (events, _) = broadcast::channel(4096);
         let policy = LatchPolicy {
-            relatch_idle: (cfg.relatch_idle_ms > 0).then(|| Duration::from_millis(cfg.relatch_idle_ms)),
+            relatch_idle: (cfg.relatch_idle_ms > 0)
+                .then(|| Duration::from_millis(cfg.relatch_idle_ms)),
         };
         let mut workers = Vec::with_capacity(n);
         let mut joins = Vec::with_capacity(n);
@@ -159,7 +163,9 @@ impl Dataplane {
             .unwrap_or(0x9e37_79b9)
             ^ u64::from(std::process::id());
         for w in 0..n {
-            let cpu = cfg.pin_workers.then(|| cfg.cpus.get(w).copied().unwrap_or(w));
+            let cpu = cfg
+                .pin_workers
+                .then(|| cfg.cpus.get(w).copied().unwrap_or(w));
             let core = Core::new(
                 w as u32,
                 policy,
@@ -180,7 +186,8 @@ impl Dataplane {
                 }
                 BackendKind::Mmsg => io::mmsg::Mmsg::new(buf_size, cap, wake).map(Backend::Mmsg),
             });
-            let (handle, join) = started.map_err(|source| StartError::Worker { worker: w, source })?;
+            let (handle, join) =
+                started.map_err(|source| StartError::Worker { worker: w, source })?;
             workers.push(handle);
             joins.push(join);
         }
@@ -235,7 +242,8 @@ impl Dataplane {
         for w in &self.inner.workers {
             let _ = w.send(Command::Stop);
         }
-        let joins = std::mem::take(&mut *self.inner.joins.lock().unwrap_or_else(|p| p.into_inner()));
+        let joins =
+            std::mem::take(&mut *self.inner.joins.lock().unwrap_or_else(|p| p.into_inner()));
         for j in joins {
             let _ = j.join();
         }
@@ -249,7 +257,9 @@ fn port_status(e: PortError, field: &str, iface: &Iface) -> Status {
             iface.name
         )),
         PortError::Taken => Status::already_exists(format!("{field}: port pair in use")),
-        PortError::NotOurs => Status::invalid_argument(format!("{field}: port outside the interface's range")),
+        PortError::NotOurs => {
+            Status::invalid_argument(format!("{field}: port outside the interface's range"))
+        }
     }
 }
 
@@ -299,7 +309,9 @@ impl Inner {
                 Ok((a, b)) => Ok((port, a, b)),
                 Err(e) => {
                     self.release(leg.iface, worker, port);
-                    Err(Status::already_exists(format!("{field_port}: {port} cannot be bound: {e}")))
+                    Err(Status::already_exists(format!(
+                        "{field_port}: {port} cannot be bound: {e}"
+                    )))
                 }
             };
         }
@@ -331,17 +343,20 @@ impl Inner {
         let n = self.workers.len() as u32;
         let mut chosen: Option<(u32, &str)> = None;
         for (leg, field) in v.legs.iter().zip(["leg_a", "leg_b"]) {
-            let Some(port) = leg.requested_port else { continue };
-            let Some(iface) = self.ifaces.get(usize::from(leg.iface)) else { continue };
-            let w = PortPool::worker_of(iface.port_min, port, n)
-                .ok_or_else(|| Status::invalid_argument(format!("{field}.requested_rtp_port: not a pair start")))?;
+            let Some(port) = leg.requested_port else {
+                continue;
+            };
+            let Some(iface) = self.ifaces.get(usize::from(leg.iface)) else {
+                continue;
+            };
+            let w = PortPool::worker_of(iface.port_min, port, n).ok_or_else(|| {
+                Status::invalid_argument(format!("{field}.requested_rtp_port: not a pair start"))
+            })?;
             match chosen {
-                Some((c, other)) if c != w => {
-                    return Err(Status::invalid_argument(format!(
-                        "{field}.requested_rtp_port: belongs to worker {w}, {other}'s to worker {c}; \
+                Some((c, other)) if c != w => return Err(Status::invalid_argument(format!(
+                    "{field}.requested_rtp_port: belongs to worker {w}, {other}'s to worker {c}; \
                          a session's legs share a worker"
-                    )))
-                }
+                ))),
                 _ => chosen = Some((w, field)),
             }
         }
@@ -351,7 +366,11 @@ impl Inner {
         })
     }
 
-    async fn ask<T>(&self, worker: u32, make: impl FnOnce(oneshot::Sender<T>) -> Command) -> Result<T, Status> {
+    async fn ask<T>(
+        &self,
+        worker: u32,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Status> {
         let w = self
             .workers
             .get(worker as usize)
@@ -363,14 +382,17 @@ impl Inner {
             .map_err(|_| Status::unavailable(format!("worker {worker} is gone")))
     }
 
-    pub(crate) async fn create(&self, req: pb::CreateSessionRequest) -> Result<pb::SessionInfo, Status> {
+    pub(crate) async fn create(
+        &self,
+        req: pb::CreateSessionRequest,
+    ) -> Result<pb::SessionInfo, Status> {
         let v = convert::create(&req, &self.ifaces, &self.rules)?;
         {
             let mut dir = self.lock_dir();
             match dir.get(&v.id) {
-                Some(Entry::Ready { request, answer, .. }) => {
-                    return if *request == req {
-                        Ok(answer.clone())
+                Some(Entry::Ready(r)) => {
+                    return if r.request == req {
+                        Ok(r.answer.clone())
                     } else {
                         Err(Status::already_exists(format!(
                             "session_id: {:?} exists with other parameters",
@@ -379,7 +401,9 @@ impl Inner {
                     };
                 }
                 Some(Entry::Pending) => {
-                    return Err(Status::unavailable("session_id: a create for this id is in progress"))
+                    return Err(Status::unavailable(
+                        "session_id: a create for this id is in progress",
+                    ))
                 }
                 None => {
                     dir.insert(v.id.clone(), Entry::Pending);
@@ -392,13 +416,13 @@ impl Inner {
             Ok((worker, handle, answer)) => {
                 dir.insert(
                     v.id.clone(),
-                    Entry::Ready {
+                    Entry::Ready(Box::new(Ready {
                         worker,
                         handle,
                         ifaces: [v.legs[0].iface, v.legs[1].iface],
                         request: req,
                         answer: answer.clone(),
-                    },
+                    })),
                 );
                 Ok(answer)
             }
@@ -409,7 +433,10 @@ impl Inner {
         }
     }
 
-    async fn create_on_worker(&self, v: &convert::ValidCreate) -> Result<(u32, u32, pb::SessionInfo), Status> {
+    async fn create_on_worker(
+        &self,
+        v: &convert::ValidCreate,
+    ) -> Result<(u32, u32, pb::SessionInfo), Status> {
         let worker = self.pick_worker(v)?;
         let (port_a, rtp_a, rtcp_a) = self.open_leg("leg_a", &v.legs[0], worker)?;
         let (port_b, rtp_b, rtcp_b) = match self.open_leg("leg_b", &v.legs[1], worker) {
@@ -452,10 +479,16 @@ impl Inner {
             drop(cmd);
             self.release(v.legs[0].iface, worker, port_a);
             self.release(v.legs[1].iface, worker, port_b);
-            return Err(Status::unavailable(format!("worker {worker} command queue is full")));
+            return Err(Status::unavailable(format!(
+                "worker {worker} command queue is full"
+            )));
         }
         match rx.await {
-            Ok(Ok(snap)) => Ok((worker, snap.handle, convert::session_info(&snap, &self.ifaces))),
+            Ok(Ok(snap)) => Ok((
+                worker,
+                snap.handle,
+                convert::session_info(&snap, &self.ifaces),
+            )),
             Ok(Err(why)) => Err(Status::internal(format!("worker {worker}: {why}"))),
             Err(_) => Err(Status::unavailable(format!("worker {worker} is gone"))),
         }
@@ -464,18 +497,16 @@ impl Inner {
     fn lookup(&self, id: &str) -> Result<(u32, u32, [u16; 2]), Status> {
         convert::session_id(id)?;
         match self.lock_dir().get(id) {
-            Some(Entry::Ready {
-                worker,
-                handle,
-                ifaces,
-                ..
-            }) => Ok((*worker, *handle, *ifaces)),
+            Some(Entry::Ready(r)) => Ok((r.worker, r.handle, r.ifaces)),
             Some(Entry::Pending) => Err(Status::unavailable("session is being created")),
             None => Err(Status::not_found(format!("session_id: no session {id:?}"))),
         }
     }
 
-    pub(crate) async fn update(&self, req: pb::UpdateSessionRequest) -> Result<pb::SessionInfo, Status> {
+    pub(crate) async fn update(
+        &self,
+        req: pb::UpdateSessionRequest,
+    ) -> Result<pb::SessionInfo, Status> {
         let (worker, handle, ifaces) = self.lookup(&req.session_id)?;
         let itf = |k: u16| {
             self.ifaces
@@ -485,9 +516,13 @@ impl Inner {
         let updates = convert::update(&req, [itf(ifaces[0])?, itf(ifaces[1])?], &self.rules)?;
         let id = req.session_id.clone();
         let snap = self
-            .ask(worker, |tx| Command::Update(handle, id, Box::new(updates), tx))
+            .ask(worker, |tx| {
+                Command::Update(handle, id, Box::new(updates), tx)
+            })
             .await?
-            .ok_or_else(|| Status::not_found(format!("session_id: no session {:?}", req.session_id)))?;
+            .ok_or_else(|| {
+                Status::not_found(format!("session_id: no session {:?}", req.session_id))
+            })?;
         Ok(convert::session_info(&snap, &self.ifaces))
     }
 

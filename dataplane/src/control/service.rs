@@ -57,7 +57,9 @@ impl Dataplane for Service {
         &self,
         request: Request<pb::UpdateSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
-        Ok(Response::new(self.inner.update(request.into_inner()).await?))
+        Ok(Response::new(
+            self.inner.update(request.into_inner()).await?,
+        ))
     }
 
     async fn delete_session(
@@ -74,7 +76,9 @@ impl Dataplane for Service {
         &self,
         request: Request<pb::GetSessionRequest>,
     ) -> Result<Response<pb::SessionInfo>, Status> {
-        Ok(Response::new(self.inner.get(&request.get_ref().session_id).await?))
+        Ok(Response::new(
+            self.inner.get(&request.get_ref().session_id).await?,
+        ))
     }
 
     async fn list_sessions(
@@ -86,7 +90,10 @@ impl Dataplane for Service {
         }))
     }
 
-    async fn stats(&self, _request: Request<pb::StatsRequest>) -> Result<Response<pb::StatsResponse>, Status> {
+    async fn stats(
+        &self,
+        _request: Request<pb::StatsRequest>,
+    ) -> Result<Response<pb::StatsResponse>, Status> {
         Ok(Response::new(self.inner.stats().await?))
     }
 

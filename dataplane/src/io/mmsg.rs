@@ -101,7 +101,11 @@ impl Mmsg {
 
     /// Starts receiving on a socket.
     pub fn add_socket(&mut self, idx: u32, gen: u32, fd: RawFd) -> io::Result<()> {
-        self.ctl(libc::EPOLL_CTL_ADD, fd, (u64::from(gen) << 32) | u64::from(idx))
+        self.ctl(
+            libc::EPOLL_CTL_ADD,
+            fd,
+            (u64::from(gen) << 32) | u64::from(idx),
+        )
     }
 
     /// Stops receiving on a socket; the caller closes it.
@@ -145,7 +149,9 @@ impl Mmsg {
                 break;
             }
             let (idx, gen) = (token as u32, (token >> 32) as u32);
-            let Some(fd) = h_fd(h, idx, gen) else { continue };
+            let Some(fd) = h_fd(h, idx, gen) else {
+                continue;
+            };
             let got = self.recv_batch(fd, used, room);
             for k in used..used + got {
                 self.handle_one(h, k, idx, gen, now);
@@ -198,7 +204,14 @@ impl Mmsg {
     }
 
     #[inline]
-    fn handle_one<H: PacketHandler>(&mut self, h: &mut H, k: usize, idx: u32, gen: u32, now: Instant) {
+    fn handle_one<H: PacketHandler>(
+        &mut self,
+        h: &mut H,
+        k: usize,
+        idx: u32,
+        gen: u32,
+        now: Instant,
+    ) {
         let Some(hdr) = self.hdrs.get(k) else { return };
         let len = hdr.msg_len as usize;
         if hdr.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -267,7 +280,12 @@ impl Mmsg {
             // SAFETY: `run` headers point at live buffer and destination slots
             // owned by `self`; fd is an open socket of this worker.
             let n = unsafe {
-                libc::sendmmsg(fd, run.as_mut_ptr(), run.len() as libc::c_uint, libc::MSG_DONTWAIT)
+                libc::sendmmsg(
+                    fd,
+                    run.as_mut_ptr(),
+                    run.len() as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
             };
             let sent = usize::try_from(n).unwrap_or(0);
             errors += (run.len() - sent.min(run.len())) as u64;

@@ -103,8 +103,16 @@ pub fn encode_sockaddr(addr: SocketAddr, out: &mut [u8; SOCKADDR_LEN]) -> usize 
 /// sizes. Buffers are forced past `rmem_max`/`wmem_max` when the process may
 /// (CAP_NET_ADMIN), else set as far as the kernel allows.
 pub fn media_socket(ip: IpAddr, port: u16, rcvbuf: usize, sndbuf: usize) -> io::Result<Socket> {
-    let domain = if ip.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let s = Socket::new(domain, Type::DGRAM.nonblocking().cloexec(), Some(Protocol::UDP))?;
+    let domain = if ip.is_ipv4() {
+        Domain::IPV4
+    } else {
+        Domain::IPV6
+    };
+    let s = Socket::new(
+        domain,
+        Type::DGRAM.nonblocking().cloexec(),
+        Some(Protocol::UDP),
+    )?;
     if ip.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -179,7 +187,10 @@ pub fn pin_to_cpu(cpu: usize) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data; zeroed is its empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     if cpu >= libc::CPU_SETSIZE as usize {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "CPU index too large"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "CPU index too large",
+        ));
     }
     // SAFETY: cpu < CPU_SETSIZE, checked above.
     unsafe { libc::CPU_SET(cpu, &mut set) };

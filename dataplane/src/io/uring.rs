@@ -82,9 +82,10 @@ impl BufRing {
         };
         // SAFETY: `entries` is page-aligned, zeroed, `count` entries long, and
         // lives until after the ring is dropped (Uring's field order).
-        unsafe { ring
-            .submitter()
-            .register_buf_ring_with_flags(entries as u64, count, BGID, 0)? };
+        unsafe {
+            ring.submitter()
+                .register_buf_ring_with_flags(entries as u64, count, BGID, 0)?
+        };
         for bid in 0..count {
             me.push(bid);
         }
@@ -206,9 +207,13 @@ impl Uring {
     }
 
     fn arm_wake(&mut self) -> io::Result<()> {
-        let e = opcode::Read::new(Fd(self.wake.raw()), (&mut *self.wake_buf as *mut u64).cast(), 8)
-            .build()
-            .user_data(ud(OP_WAKE, 0, 0));
+        let e = opcode::Read::new(
+            Fd(self.wake.raw()),
+            (&mut *self.wake_buf as *mut u64).cast(),
+            8,
+        )
+        .build()
+        .user_data(ud(OP_WAKE, 0, 0));
         self.push(&e)
     }
 
@@ -335,7 +340,9 @@ impl Uring {
         if cqe.result() >= 0 {
             if let Some(bid) = cqueue::buffer_select(flags) {
                 let sent = match live {
-                    Some(s) if !s.closing => self.forward(h, bid, cqe.result() as usize, s.gen, idx, now),
+                    Some(s) if !s.closing => {
+                        self.forward(h, bid, cqe.result() as usize, s.gen, idx, now)
+                    }
                     _ => false,
                 };
                 if !sent {

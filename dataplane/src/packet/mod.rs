@@ -93,7 +93,14 @@ pub mod fuzz {
         }
         match (parsed, rtp_mod::parse(&copy)) {
             (Ok(before), Ok(after)) => {
-                assert_eq!(after, rtp_mod::RtpHeader { ssrc, seq, ..before });
+                assert_eq!(
+                    after,
+                    rtp_mod::RtpHeader {
+                        ssrc,
+                        seq,
+                        ..before
+                    }
+                );
             }
             (Err(before), Err(after)) => assert_eq!(before, after),
             (before, after) => panic!("rewrite changed the verdict: {before:?} -> {after:?}"),
@@ -227,13 +234,25 @@ mod malformed_input {
     use crate::stats::DropReason;
 
     /// (input, expected RTP verdict, expected RTCP verdict)
-    type Case = (&'static [u8], Result<(), DropReason>, Result<(), DropReason>);
+    type Case = (
+        &'static [u8],
+        Result<(), DropReason>,
+        Result<(), DropReason>,
+    );
 
     const CASES: &[Case] = &[
         (&[], Err(DropReason::TooShort), Err(DropReason::TooShort)),
-        (&[0x80], Err(DropReason::TooShort), Err(DropReason::TooShort)),
+        (
+            &[0x80],
+            Err(DropReason::TooShort),
+            Err(DropReason::TooShort),
+        ),
         // All bits set: version 3.
-        (&[0xff; 12], Err(DropReason::BadVersion), Err(DropReason::BadVersion)),
+        (
+            &[0xff; 12],
+            Err(DropReason::BadVersion),
+            Err(DropReason::BadVersion),
+        ),
         // V=2, P, X, CC=15 on a bare header.
         (
             &[0xbf, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
@@ -242,7 +261,9 @@ mod malformed_input {
         ),
         // V=2, X, extension length 0xffff words.
         (
-            &[0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xbe, 0xde, 0xff, 0xff],
+            &[
+                0x90, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xbe, 0xde, 0xff, 0xff,
+            ],
             Err(DropReason::ExtensionOverflow),
             Err(DropReason::RtcpMalformed),
         ),
@@ -282,7 +303,11 @@ mod malformed_input {
     fn hostile_inputs_get_their_drop_reason_and_keep_invariants() {
         for (i, (input, rtp_verdict, rtcp_verdict)) in CASES.iter().enumerate() {
             assert_eq!(rtp::parse(input).map(|_| ()), *rtp_verdict, "case {i} rtp");
-            assert_eq!(rtcp::parse(input).map(|_| ()), *rtcp_verdict, "case {i} rtcp");
+            assert_eq!(
+                rtcp::parse(input).map(|_| ()),
+                *rtcp_verdict,
+                "case {i} rtcp"
+            );
             fuzz::rtp(input);
             fuzz::rtcp(input);
             fuzz::classify(input);

@@ -376,8 +376,16 @@ mod tests {
     }
 
     fn compound() -> impl Strategy<Value = (Vec<Pkt>, Option<u8>)> {
-        let first = (192u8..=223, 0u8..32, prop::collection::vec(any::<u32>(), 1..8));
-        let later = (any::<u8>(), 0u8..32, prop::collection::vec(any::<u32>(), 0..8));
+        let first = (
+            192u8..=223,
+            0u8..32,
+            prop::collection::vec(any::<u32>(), 1..8),
+        );
+        let later = (
+            any::<u8>(),
+            0u8..32,
+            prop::collection::vec(any::<u32>(), 0..8),
+        );
         (
             first,
             prop::collection::vec(later, 0..6),

@@ -377,7 +377,14 @@ mod tests {
         let mut after = before.clone();
         set_ssrc_seq(&mut after, 0xcafe_f00d, 4242);
         let (a, b) = (parse(&before).unwrap(), parse(&after).unwrap());
-        assert_eq!(b, RtpHeader { ssrc: 0xcafe_f00d, seq: 4242, ..a });
+        assert_eq!(
+            b,
+            RtpHeader {
+                ssrc: 0xcafe_f00d,
+                seq: 4242,
+                ..a
+            }
+        );
         assert_eq!(before[..2], after[..2]);
         assert_eq!(before[4..8], after[4..8]);
         assert_eq!(before[12..], after[12..]);
@@ -410,7 +417,13 @@ mod tests {
 
     fn spec() -> impl Strategy<Value = Spec> {
         (
-            (any::<bool>(), 0u8..128, any::<u16>(), any::<u32>(), any::<u32>()),
+            (
+                any::<bool>(),
+                0u8..128,
+                any::<u16>(),
+                any::<u32>(),
+                any::<u32>(),
+            ),
             prop::collection::vec(any::<u32>(), 0..=15),
             prop::option::of((any::<u16>(), prop::collection::vec(any::<u32>(), 0..8))),
             prop::collection::vec(any::<u8>(), 0..64),

@@ -282,7 +282,9 @@ impl Leg {
             SockKind::Rtcp if self.params.rtcp_mux => {
                 self.latch[0].addr().or(self.params.remote_rtp)
             }
-            SockKind::Rtcp => self.latch[1].addr().or_else(|| self.params.rtcp_destination()),
+            SockKind::Rtcp => self.latch[1]
+                .addr()
+                .or_else(|| self.params.rtcp_destination()),
         }
     }
 
@@ -393,7 +395,17 @@ impl Session {
             LegId::A => (a, b),
             LegId::B => (b, a),
         };
-        match Self::check(rx, tx, leg, kind, src, buf, now, policy, &mut self.pending_latch) {
+        match Self::check(
+            rx,
+            tx,
+            leg,
+            kind,
+            src,
+            buf,
+            now,
+            policy,
+            &mut self.pending_latch,
+        ) {
             Ok(fwd) => {
                 self.idle_reported = false;
                 tx.counters.packets_out += 1;
@@ -447,10 +459,7 @@ impl Session {
         let expected_port = rx.params.expected_port(latch_kind);
         let expected_ip = rx.params.expected_ip();
         let mode = rx.params.latch_mode;
-        let latch = rx
-            .latch
-            .get_mut(slot)
-            .ok_or(DropReason::UnexpectedSource)?;
+        let latch = rx.latch.get_mut(slot).ok_or(DropReason::UnexpectedSource)?;
         if latch.admit(src, now, mode, expected_ip, expected_port, policy)? {
             *pending = Some(LatchEvent {
                 leg,
@@ -468,8 +477,8 @@ impl Session {
             rx.counters.rtp_bytes_in += len;
         }
         // 3. Direction: RTCP flows whatever the direction (RFC 3264 §5.1).
-        if !is_rtcp && !(rx.params.direction.peer_sends() && tx.params.direction.peer_receives())
-        {
+        let media_allowed = rx.params.direction.peer_sends() && tx.params.direction.peer_receives();
+        if !is_rtcp && !media_allowed {
             return Err(DropReason::Direction);
         }
         // 4. Where to.

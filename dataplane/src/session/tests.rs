@@ -62,7 +62,13 @@ const POLICY: LatchPolicy = LatchPolicy {
     relatch_idle: Some(Duration::from_secs(2)),
 };
 
-fn send(s: &mut Session, leg: LegId, kind: SockKind, from: &str, now: Instant) -> Result<Forward, DropReason> {
+fn send(
+    s: &mut Session,
+    leg: LegId,
+    kind: SockKind,
+    from: &str,
+    now: Instant,
+) -> Result<Forward, DropReason> {
     let mut p = match kind {
         SockKind::Rtp => rtp_packet(1, 7),
         SockKind::Rtcp => rtcp_sr(7),
@@ -75,9 +81,21 @@ fn relays_both_ways_from_the_peer_sockets() {
     let mut s = session(params(PEER_A), params(PEER_B));
     let now = Instant::now();
     let f = send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now).unwrap();
-    assert_eq!(f, Forward { out_sock: 2, dst: addr(PEER_B) });
+    assert_eq!(
+        f,
+        Forward {
+            out_sock: 2,
+            dst: addr(PEER_B)
+        }
+    );
     let f = send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now).unwrap();
-    assert_eq!(f, Forward { out_sock: 0, dst: addr(PEER_A) });
+    assert_eq!(
+        f,
+        Forward {
+            out_sock: 0,
+            dst: addr(PEER_A)
+        }
+    );
     assert_eq!(s.legs[0].counters.rtp_packets_in, 1);
     assert_eq!(s.legs[1].counters.packets_out, 1);
 }
@@ -86,7 +104,10 @@ fn relays_both_ways_from_the_peer_sockets() {
 fn foreign_source_cannot_latch_before_the_peer() {
     let mut s = session(params(PEER_A), params(PEER_B));
     let now = Instant::now();
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, ATTACKER, now), Err(DropReason::UnexpectedSource));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, ATTACKER, now),
+        Err(DropReason::UnexpectedSource)
+    );
     assert_eq!(s.legs[0].latch[0], Latch::Open);
     assert!(s.pending_latch.is_none());
     // The real peer still latches.
@@ -100,10 +121,19 @@ fn drops_foreign_source_after_latch() {
     let mut s = session(params(PEER_A), params(PEER_B));
     let now = Instant::now();
     send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now).unwrap();
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, ATTACKER, now), Err(DropReason::ForeignSource));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, ATTACKER, now),
+        Err(DropReason::ForeignSource)
+    );
     // Same IP, other port, while the latched source is active: refused too.
     assert_eq!(
-        send(&mut s, LegId::A, SockKind::Rtp, "127.0.0.1:40100", now + Duration::from_millis(100)),
+        send(
+            &mut s,
+            LegId::A,
+            SockKind::Rtp,
+            "127.0.0.1:40100",
+            now + Duration::from_millis(100)
+        ),
         Err(DropReason::ForeignSource)
     );
     // B's media still goes to the latched A.
@@ -119,7 +149,10 @@ fn relatches_after_idle_only_from_an_allowed_source() {
     send(&mut s, LegId::A, SockKind::Rtp, PEER_A, t0).unwrap();
     let later = t0 + Duration::from_secs(3);
     // An attacker from another IP never re-latches, even after silence.
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, ATTACKER, later), Err(DropReason::ForeignSource));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, ATTACKER, later),
+        Err(DropReason::ForeignSource)
+    );
     // The peer behind a NAT that moved its port does.
     send(&mut s, LegId::A, SockKind::Rtp, "127.0.0.1:40100", later).unwrap();
     assert_eq!(s.legs[0].latch[0].addr(), Some(addr("127.0.0.1:40100")));
@@ -131,7 +164,15 @@ fn never_relatches_when_policy_says_so() {
     let t0 = Instant::now();
     let strict_policy = LatchPolicy { relatch_idle: None };
     let mut p = rtp_packet(1, 7);
-    s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut p, t0, &strict_policy).unwrap();
+    s.on_packet(
+        LegId::A,
+        SockKind::Rtp,
+        addr(PEER_A),
+        &mut p,
+        t0,
+        &strict_policy,
+    )
+    .unwrap();
     let r = s.on_packet(
         LegId::A,
         SockKind::Rtp,
@@ -149,7 +190,10 @@ fn strict_mode_pins_the_port() {
     a.latch_mode = LatchMode::Strict;
     let mut s = session(a, params(PEER_B));
     let now = Instant::now();
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, "127.0.0.1:40100", now), Err(DropReason::UnexpectedSource));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, "127.0.0.1:40100", now),
+        Err(DropReason::UnexpectedSource)
+    );
     send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now).unwrap();
 }
 
@@ -160,9 +204,19 @@ fn nat_peer_latches_from_the_signalling_ip_and_gets_media_there() {
     let mut s = session(a, params(PEER_B));
     let now = Instant::now();
     // Before the peer speaks, media goes to the SDP address.
-    assert_eq!(send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now).unwrap().dst, addr("10.0.0.5:4000"));
+    assert_eq!(
+        send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now)
+            .unwrap()
+            .dst,
+        addr("10.0.0.5:4000")
+    );
     send(&mut s, LegId::A, SockKind::Rtp, "127.0.0.1:61000", now).unwrap();
-    assert_eq!(send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now).unwrap().dst, addr("127.0.0.1:61000"));
+    assert_eq!(
+        send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now)
+            .unwrap()
+            .dst,
+        addr("127.0.0.1:61000")
+    );
 }
 
 #[test]
@@ -178,7 +232,10 @@ fn no_expected_source_means_nothing_latches() {
     let mut a = params(PEER_A);
     a.remote_rtp = None;
     let mut s = session(a, params(PEER_B));
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, PEER_A, Instant::now()), Err(DropReason::UnexpectedSource));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, PEER_A, Instant::now()),
+        Err(DropReason::UnexpectedSource)
+    );
 }
 
 #[test]
@@ -194,9 +251,20 @@ fn hold_directions_gate_media_but_not_rtcp() {
         let mut a = params(PEER_A);
         a.direction = dir;
         let mut s = session(a, params(PEER_B));
-        assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now).is_ok(), a_to_b, "{dir:?} A->B");
-        assert_eq!(send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now).is_ok(), b_to_a, "{dir:?} B->A");
-        assert!(send(&mut s, LegId::A, SockKind::Rtcp, "127.0.0.1:40001", now).is_ok(), "{dir:?} RTCP");
+        assert_eq!(
+            send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now).is_ok(),
+            a_to_b,
+            "{dir:?} A->B"
+        );
+        assert_eq!(
+            send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now).is_ok(),
+            b_to_a,
+            "{dir:?} B->A"
+        );
+        assert!(
+            send(&mut s, LegId::A, SockKind::Rtcp, "127.0.0.1:40001", now).is_ok(),
+            "{dir:?} RTCP"
+        );
     }
 }
 
@@ -205,7 +273,13 @@ fn rtcp_goes_to_rtp_port_plus_one_or_the_mux_port() {
     let now = Instant::now();
     let mut s = session(params(PEER_A), params(PEER_B));
     let f = send(&mut s, LegId::A, SockKind::Rtcp, "127.0.0.1:40001", now).unwrap();
-    assert_eq!(f, Forward { out_sock: 3, dst: addr("127.0.0.1:50001") });
+    assert_eq!(
+        f,
+        Forward {
+            out_sock: 3,
+            dst: addr("127.0.0.1:50001")
+        }
+    );
     assert_eq!(s.legs[0].counters.rtcp_packets_in, 1);
 
     let mut b = params(PEER_B);
@@ -214,15 +288,30 @@ fn rtcp_goes_to_rtp_port_plus_one_or_the_mux_port() {
     a.rtcp_mux = true;
     let mut s = session(a, b);
     let mut sr = rtcp_sr(9);
-    let f = s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut sr, now, &POLICY).unwrap();
-    assert_eq!(f, Forward { out_sock: 2, dst: addr(PEER_B) });
+    let f = s
+        .on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut sr, now, &POLICY)
+        .unwrap();
+    assert_eq!(
+        f,
+        Forward {
+            out_sock: 2,
+            dst: addr(PEER_B)
+        }
+    );
 }
 
 #[test]
 fn rtcp_on_rtp_port_without_mux_is_dropped() {
     let mut s = session(params(PEER_A), params(PEER_B));
     let mut sr = rtcp_sr(9);
-    let r = s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut sr, Instant::now(), &POLICY);
+    let r = s.on_packet(
+        LegId::A,
+        SockKind::Rtp,
+        addr(PEER_A),
+        &mut sr,
+        Instant::now(),
+        &POLICY,
+    );
     assert_eq!(r, Err(DropReason::UnknownProtocol));
 }
 
@@ -232,20 +321,43 @@ fn malformed_packets_are_counted_by_reason() {
     let now = Instant::now();
     let mut short = vec![0x80, 0, 0];
     assert_eq!(
-        s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut short, now, &POLICY),
+        s.on_packet(
+            LegId::A,
+            SockKind::Rtp,
+            addr(PEER_A),
+            &mut short,
+            now,
+            &POLICY
+        ),
         Err(DropReason::TooShort)
     );
     let mut v1 = rtp_packet(1, 1);
     v1[0] = 0x40;
-    assert!(s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut v1, now, &POLICY).is_err());
+    assert!(s
+        .on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut v1, now, &POLICY)
+        .is_err());
     let mut stun = vec![0u8; 20];
     assert_eq!(
-        s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut stun, now, &POLICY),
+        s.on_packet(
+            LegId::A,
+            SockKind::Rtp,
+            addr(PEER_A),
+            &mut stun,
+            now,
+            &POLICY
+        ),
         Err(DropReason::UnknownProtocol)
     );
     let mut bad_rtcp = vec![0x80, 200, 0, 50, 0, 0, 0, 0];
     assert_eq!(
-        s.on_packet(LegId::A, SockKind::Rtcp, addr(PEER_A), &mut bad_rtcp, now, &POLICY),
+        s.on_packet(
+            LegId::A,
+            SockKind::Rtcp,
+            addr(PEER_A),
+            &mut bad_rtcp,
+            now,
+            &POLICY
+        ),
         Err(DropReason::RtcpMalformed)
     );
     assert_eq!(s.legs[0].counters.dropped.total(), 4);
@@ -260,10 +372,18 @@ fn no_destination_until_the_far_peer_is_known() {
     b.expected_ip = Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut s = session(params(PEER_A), b);
     let now = Instant::now();
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now), Err(DropReason::NoDestination));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now),
+        Err(DropReason::NoDestination)
+    );
     // Once B speaks, it has a destination.
     send(&mut s, LegId::B, SockKind::Rtp, PEER_B, now).unwrap();
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now).unwrap().dst, addr(PEER_B));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now)
+            .unwrap()
+            .dst,
+        addr(PEER_B)
+    );
 }
 
 #[test]
@@ -277,7 +397,10 @@ fn update_with_a_new_remote_relatches() {
     };
     s.legs[0].update(&u, 1);
     assert_eq!(s.legs[0].latch[0], Latch::Open);
-    assert_eq!(send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now), Err(DropReason::UnexpectedSource));
+    assert_eq!(
+        send(&mut s, LegId::A, SockKind::Rtp, PEER_A, now),
+        Err(DropReason::UnexpectedSource)
+    );
     send(&mut s, LegId::A, SockKind::Rtp, "127.0.0.3:7000", now).unwrap();
 }
 
@@ -305,7 +428,8 @@ fn rewrites_ssrc_and_keeps_sequence_continuous_across_ssrc_change() {
     let mut out = Vec::new();
     for (seq, ssrc) in [(100u16, 1u32), (101, 1), (102, 1), (5000, 2), (5001, 2)] {
         let mut p = rtp_packet(seq, ssrc);
-        s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut p, now, &POLICY).unwrap();
+        s.on_packet(LegId::A, SockKind::Rtp, addr(PEER_A), &mut p, now, &POLICY)
+            .unwrap();
         let h = rtp::parse(&p).unwrap();
         out.push((h.seq, h.ssrc));
     }
@@ -319,7 +443,14 @@ fn rewrites_ssrc_and_keeps_sequence_continuous_across_ssrc_change() {
 #[test]
 fn ipv4_mapped_source_matches_expected_ipv4() {
     let mut s = session(params(PEER_A), params(PEER_B));
-    send(&mut s, LegId::A, SockKind::Rtp, "[::ffff:127.0.0.1]:40000", Instant::now()).unwrap();
+    send(
+        &mut s,
+        LegId::A,
+        SockKind::Rtp,
+        "[::ffff:127.0.0.1]:40000",
+        Instant::now(),
+    )
+    .unwrap();
 }
 
 #[test]

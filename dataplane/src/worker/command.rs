@@ -123,7 +123,10 @@ pub struct WorkerSnapshot {
 #[derive(Debug)]
 pub enum Command {
     /// Serve a new session.
-    Create(Box<NewSession>, oneshot::Sender<Result<SessionSnapshot, String>>),
+    Create(
+        Box<NewSession>,
+        oneshot::Sender<Result<SessionSnapshot, String>>,
+    ),
     /// Change legs (handle, session id, [A, B] updates).
     Update(
         u32,

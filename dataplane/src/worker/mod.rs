@@ -186,7 +186,11 @@ impl Core {
         }
     }
 
-    fn create(&mut self, backend: &mut Backend, new: NewSession) -> Result<SessionSnapshot, String> {
+    fn create(
+        &mut self,
+        backend: &mut Backend,
+        new: NewSession,
+    ) -> Result<SessionSnapshot, String> {
         let key = self.sessions.vacant_key() as u32;
         let NewSession {
             id,
@@ -223,7 +227,13 @@ impl Core {
                 s.sibling = rtp;
             }
             let ssrc = self.next_random();
-            built.push(Leg::new(nl.iface, nl.local_rtp, [rtp.0, rtcp.0], nl.params, ssrc));
+            built.push(Leg::new(
+                nl.iface,
+                nl.local_rtp,
+                [rtp.0, rtcp.0],
+                nl.params,
+                ssrc,
+            ));
         }
         let (Some(b), Some(a)) = (built.pop(), built.pop()) else {
             return Err("a session needs two legs".into());
@@ -266,9 +276,8 @@ impl Core {
     fn snapshot(&self, handle: u32, now: Instant) -> Option<SessionSnapshot> {
         let s = self.sessions.get(handle as usize)?;
         let wall = SystemTime::now();
-        let to_unix = |t: Option<Instant>| {
-            t.map_or(0, |t| unix_ms(wall - now.saturating_duration_since(t)))
-        };
+        let to_unix =
+            |t: Option<Instant>| t.map_or(0, |t| unix_ms(wall - now.saturating_duration_since(t)));
         let leg = |l: &Leg| LegSnapshot {
             iface: l.iface,
             local_rtp: l.local_rtp,
@@ -296,7 +305,10 @@ impl Core {
                 let _ = reply.send(r);
             }
             Command::Update(handle, id, updates, reply) => {
-                let ok = self.sessions.get(handle as usize).is_some_and(|s| s.id == id);
+                let ok = self
+                    .sessions
+                    .get(handle as usize)
+                    .is_some_and(|s| s.id == id);
                 if ok {
                     let ssrcs = [self.next_random(), self.next_random()];
                     if let Some(s) = self.sessions.get_mut(handle as usize) {
@@ -313,12 +325,18 @@ impl Core {
                 let _ = reply.send(self.delete(backend, handle, &id));
             }
             Command::Get(handle, id, reply) => {
-                let ok = self.sessions.get(handle as usize).is_some_and(|s| s.id == id);
+                let ok = self
+                    .sessions
+                    .get(handle as usize)
+                    .is_some_and(|s| s.id == id);
                 let _ = reply.send(if ok { self.snapshot(handle, now) } else { None });
             }
             Command::List(reply) => {
                 let keys: Vec<u32> = self.sessions.iter().map(|(k, _)| k as u32).collect();
-                let all = keys.into_iter().filter_map(|k| self.snapshot(k, now)).collect();
+                let all = keys
+                    .into_iter()
+                    .filter_map(|k| self.snapshot(k, now))
+                    .collect();
                 let _ = reply.send(all);
             }
             Command::Stats(reply) => {
@@ -352,13 +370,20 @@ impl Core {
             }
         }
         for (id, secs) in idle {
-            self.emit(&id, pb::event::Kind::InactivityTimeout(pb::InactivityTimeout { idle_secs: secs }));
+            self.emit(
+                &id,
+                pb::event::Kind::InactivityTimeout(pb::InactivityTimeout { idle_secs: secs }),
+            );
         }
         let capped = self.counters.capped_turns;
         if capped > self.capped_at_last_report {
             let delta = capped - self.capped_at_last_report;
             self.capped_at_last_report = capped;
-            tracing::warn!(worker = self.id, capped_turns = delta, "worker overloaded: reading at its per-turn cap");
+            tracing::warn!(
+                worker = self.id,
+                capped_turns = delta,
+                "worker overloaded: reading at its per-turn cap"
+            );
             self.emit(
                 "",
                 pb::event::Kind::WorkerOverload(pb::WorkerOverload {
@@ -443,7 +468,10 @@ impl PacketHandler for Core {
         };
         let (session, leg) = (e.session, e.leg);
         if let Some(s) = self.sessions.get_mut(session as usize) {
-            s.legs[leg as usize].counters.dropped.add(DropReason::TooLong);
+            s.legs[leg as usize]
+                .counters
+                .dropped
+                .add(DropReason::TooLong);
         }
     }
 
