@@ -12,9 +12,13 @@ cargo test --workspace --all-targets --no-fail-fast
 
 echo "== fuzz smoke (${KORDON_FUZZ_SECONDS:-10}s per target)"
 ensure_cargo_tool cargo-fuzz cargo-fuzz
-for crate_dir in dataplane; do
+for crate_dir in dataplane controlplane; do
+    [ -d "$crate_dir/fuzz" ] || continue
     for target in $(cd "$crate_dir" && cargo fuzz list); do
-        (cd "$crate_dir" && cargo fuzz run -s none "$target" -- \
+        # New inputs go to a scratch corpus; the seeds in the repo stay as they are.
+        mkdir -p "$crate_dir/fuzz/target/corpus-work/$target"
+        (cd "$crate_dir" && cargo fuzz run -s none "$target" \
+            "fuzz/target/corpus-work/$target" "fuzz/corpus/$target" -- \
             -max_total_time="${KORDON_FUZZ_SECONDS:-10}" -rss_limit_mb=2048 >/dev/null 2>"fuzz/$target.log") \
             || { echo "fuzz target $target failed:"; tail -40 "$crate_dir/fuzz/$target.log"; exit 1; }
         echo "fuzz $target: $(grep -Eo '#[0-9]+ +DONE.*' "$crate_dir/fuzz/$target.log" | tail -1 || echo done)"

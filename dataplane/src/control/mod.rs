@@ -528,12 +528,14 @@ impl Inner {
 
     pub(crate) async fn delete(&self, id: &str) -> Result<pb::SessionInfo, Status> {
         let (worker, handle, _) = self.lookup(id)?;
-        self.lock_dir().remove(id);
         let owned = id.to_string();
-        let snap = self
-            .ask(worker, |tx| Command::Delete(handle, owned, tx))
-            .await?
-            .ok_or_else(|| Status::not_found(format!("session_id: no session {id:?}")))?;
+        // The directory entry goes only once the worker has the command: a full
+        // queue leaves the session deletable by a retry.
+        let snap = self.ask(worker, |tx| Command::Delete(handle, owned, tx)).await;
+        if !matches!(snap, Err(_)) {
+            self.lock_dir().remove(id);
+        }
+        let snap = snap?.ok_or_else(|| Status::not_found(format!("session_id: no session {id:?}")))?;
         Ok(convert::session_info(&snap, &self.ifaces))
     }
 

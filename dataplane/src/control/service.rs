@@ -47,7 +47,13 @@ impl Dataplane for Service {
         &self,
         request: Request<pb::CreateSessionRequest>,
     ) -> Result<Response<pb::CreateSessionResponse>, Status> {
-        let session = self.inner.create(request.into_inner()).await?;
+        // Run to completion even if the caller goes away, so the directory never
+        // keeps a half-made entry and the worker never keeps an orphan session.
+        let inner = self.inner.clone();
+        let req = request.into_inner();
+        let session = tokio::spawn(async move { inner.create(req).await })
+            .await
+            .map_err(|e| Status::internal(format!("create task: {e}")))??;
         Ok(Response::new(pb::CreateSessionResponse {
             session: Some(session),
         }))
@@ -66,7 +72,11 @@ impl Dataplane for Service {
         &self,
         request: Request<pb::DeleteSessionRequest>,
     ) -> Result<Response<pb::DeleteSessionResponse>, Status> {
-        let session = self.inner.delete(&request.get_ref().session_id).await?;
+        let inner = self.inner.clone();
+        let id = request.into_inner().session_id;
+        let session = tokio::spawn(async move { inner.delete(&id).await })
+            .await
+            .map_err(|e| Status::internal(format!("delete task: {e}")))??;
         Ok(Response::new(pb::DeleteSessionResponse {
             session: Some(session),
         }))
