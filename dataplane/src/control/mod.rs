@@ -48,13 +48,17 @@ enum Entry {
     Ready(Box<Ready>),
 }
 
+/// What the directory keeps per session: enough to route commands and to
+/// answer a retried create with the first answer, and little else (the
+/// request is kept encoded: a few hundred bytes instead of two proto trees).
 #[derive(Debug)]
 struct Ready {
     worker: u32,
     handle: u32,
     ifaces: [u16; 2],
-    request: pb::CreateSessionRequest,
-    answer: pb::SessionInfo,
+    ports: [u16; 2],
+    created_unix_ms: i64,
+    request: Box<[u8]>,
 }
 
 /// Why the data plane could not start.
@@ -173,6 +177,11 @@ impl Dataplane {
                 pools.clone(),
                 seed.wrapping_add((w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)),
                 backend.as_str(),
+                worker::SocketSettings {
+                    binds: ifaces.iter().map(|i| i.bind).collect(),
+                    rcvbuf: cfg.socket_rcvbuf_bytes,
+                    sndbuf: cfg.socket_sndbuf_bytes,
+                },
             );
             let (entries, buffers, buf_size, cap) = (
                 cfg.uring_entries,
@@ -286,7 +295,7 @@ impl Inner {
         field: &str,
         leg: &convert::ValidLeg,
         worker: u32,
-    ) -> Result<(u16, socket2::Socket, socket2::Socket), Status> {
+    ) -> Result<(u16, socket2::Socket, Option<socket2::Socket>), Status> {
         let iface = self
             .ifaces
             .get(usize::from(leg.iface))
@@ -295,9 +304,21 @@ impl Inner {
             .pool(leg.iface, worker)
             .ok_or_else(|| Status::internal("port pool index"))?;
         let field_port = format!("{field}.requested_rtp_port");
-        let bind = |port: u16| -> std::io::Result<(socket2::Socket, socket2::Socket)> {
+        // With rtcp-mux the odd port stays reserved but unbound: one socket
+        // (and one file descriptor) per leg instead of two.
+        let mux = leg.params.rtcp_mux;
+        let bind = |port: u16| -> std::io::Result<(socket2::Socket, Option<socket2::Socket>)> {
             let rtp = io::sys::media_socket(iface.bind, port, self.rcvbuf, self.sndbuf)?;
-            let rtcp = io::sys::media_socket(iface.bind, port + 1, self.rcvbuf, self.sndbuf)?;
+            let rtcp = if mux {
+                None
+            } else {
+                Some(io::sys::media_socket(
+                    iface.bind,
+                    port + 1,
+                    self.rcvbuf,
+                    self.sndbuf,
+                )?)
+            };
             Ok((rtp, rtcp))
         };
         if let Some(port) = leg.requested_port {
@@ -353,10 +374,12 @@ impl Inner {
                 Status::invalid_argument(format!("{field}.requested_rtp_port: not a pair start"))
             })?;
             match chosen {
-                Some((c, other)) if c != w => return Err(Status::invalid_argument(format!(
+                Some((c, other)) if c != w => {
+                    return Err(Status::invalid_argument(format!(
                     "{field}.requested_rtp_port: belongs to worker {w}, {other}'s to worker {c}; \
                          a session's legs share a worker"
-                ))),
+                )))
+                }
                 _ => chosen = Some((w, field)),
             }
         }
@@ -391,8 +414,8 @@ impl Inner {
             let mut dir = self.lock_dir();
             match dir.get(&v.id) {
                 Some(Entry::Ready(r)) => {
-                    return if r.request == req {
-                        Ok(r.answer.clone())
+                    return if *r.request == *prost::Message::encode_to_vec(&req) {
+                        Ok(self.first_answer(&v, r))
                     } else {
                         Err(Status::already_exists(format!(
                             "session_id: {:?} exists with other parameters",
@@ -410,20 +433,12 @@ impl Inner {
                 }
             }
         }
-        let result = self.create_on_worker(&v).await;
+        let result = self.create_on_worker(&v, &req).await;
         let mut dir = self.lock_dir();
         match result {
-            Ok((worker, handle, answer)) => {
-                dir.insert(
-                    v.id.clone(),
-                    Entry::Ready(Box::new(Ready {
-                        worker,
-                        handle,
-                        ifaces: [v.legs[0].iface, v.legs[1].iface],
-                        request: req,
-                        answer: answer.clone(),
-                    })),
-                );
+            Ok(ready) => {
+                let answer = self.first_answer(&v, &ready);
+                dir.insert(v.id.clone(), Entry::Ready(Box::new(ready)));
                 Ok(answer)
             }
             Err(e) => {
@@ -433,10 +448,40 @@ impl Inner {
         }
     }
 
+    /// The answer to a create, rebuilt from what the directory keeps: the same
+    /// bytes for the first call and for every retry.
+    fn first_answer(&self, v: &convert::ValidCreate, r: &Ready) -> pb::SessionInfo {
+        let leg = |k: usize| {
+            let l = &v.legs[k];
+            let ip = self
+                .ifaces
+                .get(usize::from(l.iface))
+                .map_or(IpAddr::from([0, 0, 0, 0]), |i| i.advertised);
+            worker::LegSnapshot {
+                iface: l.iface,
+                local_rtp: SocketAddr::new(ip, r.ports[k]),
+                params: l.params.clone(),
+                latched: [None, None],
+                counters: Default::default(),
+                last_packet_unix_ms: 0,
+            }
+        };
+        let snap = worker::SessionSnapshot {
+            id: v.id.clone(),
+            worker: r.worker,
+            handle: r.handle,
+            legs: [leg(0), leg(1)],
+            inactivity_timeout: v.inactivity_timeout,
+            created_unix_ms: r.created_unix_ms,
+        };
+        convert::session_info(&snap, &self.ifaces)
+    }
+
     async fn create_on_worker(
         &self,
         v: &convert::ValidCreate,
-    ) -> Result<(u32, u32, pb::SessionInfo), Status> {
+        req: &pb::CreateSessionRequest,
+    ) -> Result<Ready, Status> {
         let worker = self.pick_worker(v)?;
         let (port_a, rtp_a, rtcp_a) = self.open_leg("leg_a", &v.legs[0], worker)?;
         let (port_b, rtp_b, rtcp_b) = match self.open_leg("leg_b", &v.legs[1], worker) {
@@ -484,11 +529,14 @@ impl Inner {
             )));
         }
         match rx.await {
-            Ok(Ok(snap)) => Ok((
+            Ok(Ok(snap)) => Ok(Ready {
                 worker,
-                snap.handle,
-                convert::session_info(&snap, &self.ifaces),
-            )),
+                handle: snap.handle,
+                ifaces: [v.legs[0].iface, v.legs[1].iface],
+                ports: [port_a, port_b],
+                created_unix_ms: snap.created_unix_ms,
+                request: prost::Message::encode_to_vec(req).into_boxed_slice(),
+            }),
             Ok(Err(why)) => Err(Status::internal(format!("worker {worker}: {why}"))),
             Err(_) => Err(Status::unavailable(format!("worker {worker} is gone"))),
         }
@@ -531,11 +579,14 @@ impl Inner {
         let owned = id.to_string();
         // The directory entry goes only once the worker has the command: a full
         // queue leaves the session deletable by a retry.
-        let snap = self.ask(worker, |tx| Command::Delete(handle, owned, tx)).await;
+        let snap = self
+            .ask(worker, |tx| Command::Delete(handle, owned, tx))
+            .await;
         if !matches!(snap, Err(_)) {
             self.lock_dir().remove(id);
         }
-        let snap = snap?.ok_or_else(|| Status::not_found(format!("session_id: no session {id:?}")))?;
+        let snap =
+            snap?.ok_or_else(|| Status::not_found(format!("session_id: no session {id:?}")))?;
         Ok(convert::session_info(&snap, &self.ifaces))
     }
 

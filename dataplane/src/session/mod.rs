@@ -25,6 +25,10 @@ use crate::stats::{DropCounts, DropReason};
 /// Index of a socket in its worker's socket table.
 pub type SockIdx = u32;
 
+/// A leg without an RTCP socket (rtcp-mux from the start: the odd port stays
+/// reserved, unbound, until mux is turned off).
+pub const NO_SOCK: SockIdx = u32::MAX;
+
 /// Media direction of a leg as negotiated in SDP, seen from the leg's peer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Direction {
@@ -288,13 +292,15 @@ impl Leg {
         }
     }
 
-    /// The socket that sends packets of `kind` to this leg's peer.
+    /// The socket that sends packets of `kind` to this leg's peer (none when
+    /// RTCP is not muxed and the RTCP socket is not open).
     #[inline]
-    pub fn out_sock(&self, kind: SockKind) -> SockIdx {
-        match kind {
+    pub fn out_sock(&self, kind: SockKind) -> Option<SockIdx> {
+        let s = match kind {
             SockKind::Rtcp if !self.params.rtcp_mux => self.socks[1],
             _ => self.socks[0],
-        }
+        };
+        (s != NO_SOCK).then_some(s)
     }
 }
 
@@ -496,7 +502,7 @@ impl Session {
             }
         }
         Ok(Forward {
-            out_sock: tx.out_sock(out_kind),
+            out_sock: tx.out_sock(out_kind).ok_or(DropReason::NoDestination)?,
             dst,
         })
     }

@@ -20,8 +20,8 @@ pub struct NewLeg {
     pub local_rtp: SocketAddr,
     /// Bound RTP socket.
     pub rtp: Socket,
-    /// Bound RTCP socket.
-    pub rtcp: Socket,
+    /// Bound RTCP socket; none with rtcp-mux.
+    pub rtcp: Option<Socket>,
     /// Peer description.
     pub params: LegParams,
 }

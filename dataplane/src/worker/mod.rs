@@ -25,7 +25,7 @@ pub use command::{
 
 use crate::io::{Backend, PacketHandler, Removal};
 use crate::ports::PortPool;
-use crate::session::{LatchEvent, LatchPolicy, Leg, LegId, Session, SockKind};
+use crate::session::{LatchEvent, LatchPolicy, Leg, LegId, Session, SockKind, NO_SOCK};
 use crate::stats::DropReason;
 
 /// Commands served per turn at most, so packets are never starved by control.
@@ -65,6 +65,19 @@ pub struct Core {
     next_tick: Instant,
     capped_at_last_report: u64,
     backend_name: &'static str,
+    sockets: SocketSettings,
+}
+
+/// What a worker needs to open sockets itself (RTCP after rtcp-mux is
+/// turned off).
+#[derive(Debug, Clone)]
+pub struct SocketSettings {
+    /// Bind address per interface index.
+    pub binds: Vec<std::net::IpAddr>,
+    /// SO_RCVBUF.
+    pub rcvbuf: usize,
+    /// SO_SNDBUF.
+    pub sndbuf: usize,
 }
 
 fn unix_ms(t: SystemTime) -> i64 {
@@ -82,6 +95,7 @@ impl Core {
         pools: Pools,
         seed: u64,
         backend_name: &'static str,
+        sockets: SocketSettings,
     ) -> Self {
         Core {
             id,
@@ -96,6 +110,7 @@ impl Core {
             next_tick: Instant::now() + TICK,
             capped_at_last_report: 0,
             backend_name,
+            sockets,
         }
     }
 
@@ -173,16 +188,7 @@ impl Core {
             .is_some_and(|s| s.gen == sib_gen);
         drop(e.sock);
         if !sibling_open {
-            let (iface, port) = e.port;
-            if let Some(pool) = self
-                .pools
-                .get(usize::from(iface))
-                .and_then(|w| w.get(self.id as usize))
-            {
-                if let Ok(mut p) = pool.lock() {
-                    p.release(port);
-                }
-            }
+            self.release_port(e.port.0, e.port.1);
         }
     }
 
@@ -199,41 +205,20 @@ impl Core {
         } = new;
         let mut built: Vec<Leg> = Vec::with_capacity(2);
         let mut opened: Vec<u32> = Vec::with_capacity(4);
-        for (i, nl) in legs.into_iter().enumerate() {
+        let mut pending = legs.into_iter().enumerate();
+        while let Some((i, nl)) = pending.next() {
             let leg_id = if i == 0 { LegId::A } else { LegId::B };
-            let port = (nl.iface, nl.port);
-            let rtp = self.add_socket(backend, nl.rtp, key, leg_id, SockKind::Rtp, port);
-            let rtp = match rtp {
-                Ok(r) => r,
-                Err(e) => {
-                    drop(nl.rtcp);
-                    self.abort_create(backend, &opened);
-                    return Err(format!("arming receive: {e}"));
-                }
-            };
-            opened.push(rtp.0);
-            let rtcp = match self.add_socket(backend, nl.rtcp, key, leg_id, SockKind::Rtcp, port) {
-                Ok(r) => r,
+            match self.open_leg(backend, key, leg_id, nl, &mut opened) {
+                Ok(leg) => built.push(leg),
                 Err(e) => {
                     self.abort_create(backend, &opened);
+                    // Legs not reached yet still hold their port pairs.
+                    for (_, rest) in pending {
+                        self.release_port(rest.iface, rest.port);
+                    }
                     return Err(format!("arming receive: {e}"));
                 }
-            };
-            opened.push(rtcp.0);
-            if let Some(s) = self.socks.get_mut(rtp.0 as usize) {
-                s.sibling = rtcp;
             }
-            if let Some(s) = self.socks.get_mut(rtcp.0 as usize) {
-                s.sibling = rtp;
-            }
-            let ssrc = self.next_random();
-            built.push(Leg::new(
-                nl.iface,
-                nl.local_rtp,
-                [rtp.0, rtcp.0],
-                nl.params,
-                ssrc,
-            ));
         }
         let (Some(b), Some(a)) = (built.pop(), built.pop()) else {
             return Err("a session needs two legs".into());
@@ -253,6 +238,109 @@ impl Core {
         Ok(self.snapshot(k, now).expect("just inserted"))
     }
 
+    /// Arms a new leg's sockets. On error the sockets armed so far are in
+    /// `opened` (the caller removes them); the leg's port is released by then.
+    fn open_leg(
+        &mut self,
+        backend: &mut Backend,
+        key: u32,
+        leg_id: LegId,
+        nl: NewLeg,
+        opened: &mut Vec<u32>,
+    ) -> std::io::Result<Leg> {
+        let port = (nl.iface, nl.port);
+        let rtp = match self.add_socket(backend, nl.rtp, key, leg_id, SockKind::Rtp, port) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(nl.rtcp);
+                self.release_port(nl.iface, nl.port);
+                return Err(e);
+            }
+        };
+        opened.push(rtp.0);
+        let mut rtcp_idx = NO_SOCK;
+        if let Some(sock) = nl.rtcp {
+            let rtcp = self.add_socket(backend, sock, key, leg_id, SockKind::Rtcp, port)?;
+            opened.push(rtcp.0);
+            self.pair(rtp, rtcp);
+            rtcp_idx = rtcp.0;
+        }
+        let ssrc = self.next_random();
+        Ok(Leg::new(
+            nl.iface,
+            nl.local_rtp,
+            [rtp.0, rtcp_idx],
+            nl.params,
+            ssrc,
+        ))
+    }
+
+    /// Links a leg's two sockets, so the port pair is freed after both close.
+    fn pair(&mut self, rtp: (u32, u32), rtcp: (u32, u32)) {
+        if let Some(s) = self.socks.get_mut(rtp.0 as usize) {
+            s.sibling = rtcp;
+        }
+        if let Some(s) = self.socks.get_mut(rtcp.0 as usize) {
+            s.sibling = rtp;
+        }
+    }
+
+    fn release_port(&self, iface: u16, port: u16) {
+        if let Some(pool) = self
+            .pools
+            .get(usize::from(iface))
+            .and_then(|w| w.get(self.id as usize))
+        {
+            pool.lock().unwrap_or_else(|p| p.into_inner()).release(port);
+        }
+    }
+
+    /// Opens the RTCP socket of legs that turned rtcp-mux off.
+    fn open_missing_rtcp(&mut self, backend: &mut Backend, handle: u32) {
+        let Some(s) = self.sessions.get(handle as usize) else {
+            return;
+        };
+        let mut wanted = Vec::new();
+        for (i, leg) in s.legs.iter().enumerate() {
+            if !leg.params.rtcp_mux && leg.socks[1] == NO_SOCK {
+                wanted.push((i, leg.iface, leg.local_rtp.port(), leg.socks[0]));
+            }
+        }
+        for (i, iface, port, rtp_idx) in wanted {
+            let Some(ip) = self.sockets.binds.get(usize::from(iface)).copied() else {
+                continue;
+            };
+            let sock = match crate::io::sys::media_socket(
+                ip,
+                port.wrapping_add(1),
+                self.sockets.rcvbuf,
+                self.sockets.sndbuf,
+            ) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(worker = self.id, port = port.wrapping_add(1), error = %e,
+                        "cannot open the RTCP socket after rtcp-mux was turned off");
+                    continue;
+                }
+            };
+            let leg_id = if i == 0 { LegId::A } else { LegId::B };
+            let Ok(rtcp) =
+                self.add_socket(backend, sock, handle, leg_id, SockKind::Rtcp, (iface, port))
+            else {
+                continue;
+            };
+            let rtp_gen = self.socks.get(rtp_idx as usize).map_or(0, |e| e.gen);
+            self.pair((rtp_idx, rtp_gen), rtcp);
+            if let Some(leg) = self
+                .sessions
+                .get_mut(handle as usize)
+                .and_then(|s| s.legs.get_mut(i))
+            {
+                leg.socks[1] = rtcp.0;
+            }
+        }
+    }
+
     fn abort_create(&mut self, backend: &mut Backend, opened: &[u32]) {
         for idx in opened {
             self.remove_socket(backend, *idx);
@@ -267,7 +355,9 @@ impl Core {
         let s = self.sessions.remove(handle as usize);
         for leg in &s.legs {
             for idx in leg.socks {
-                self.remove_socket(backend, idx);
+                if idx != NO_SOCK {
+                    self.remove_socket(backend, idx);
+                }
             }
         }
         snap
@@ -318,6 +408,9 @@ impl Core {
                             }
                         }
                     }
+                }
+                if ok {
+                    self.open_missing_rtcp(backend, handle);
                 }
                 let _ = reply.send(if ok { self.snapshot(handle, now) } else { None });
             }
