@@ -46,10 +46,10 @@ pub(crate) fn session_id(id: &str) -> Result<(), Status> {
         return Err(bad("session_id", "required"));
     }
     if id.len() > 256 {
-        return Err(bad("session_id", "longer than 256 bytes"));
+        return Err(bad("session_id", "longer than 256 characters"));
     }
-    if id.chars().any(|c| c.is_control()) {
-        return Err(bad("session_id", "contains control characters"));
+    if !id.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(bad("session_id", "only printable ASCII is allowed"));
     }
     Ok(())
 }

@@ -582,7 +582,7 @@ impl Inner {
         let snap = self
             .ask(worker, |tx| Command::Delete(handle, owned, tx))
             .await;
-        if !matches!(snap, Err(_)) {
+        if snap.is_ok() {
             self.lock_dir().remove(id);
         }
         let snap =

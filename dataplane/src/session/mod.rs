@@ -509,11 +509,13 @@ impl Session {
 }
 
 /// Drop reason for a datagram that is not RTP/RTCP this leg accepts.
+/// STUN and DTLS are protocols this leg does not speak (yet); anything else of
+/// RTP size whose version is not 2 is a bad RTP packet.
 fn first_byte_reason(buf: &[u8]) -> DropReason {
     match packet::classify(buf) {
-        Kind::Rtp | Kind::Rtcp => DropReason::UnknownProtocol,
-        _ if buf.len() < 12 => DropReason::TooShort,
-        _ => DropReason::UnknownProtocol,
+        Kind::Rtp | Kind::Rtcp | Kind::Stun | Kind::Dtls => DropReason::UnknownProtocol,
+        Kind::Other if buf.len() < 12 => DropReason::TooShort,
+        Kind::Other => DropReason::BadVersion,
     }
 }
 

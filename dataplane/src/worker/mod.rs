@@ -17,7 +17,7 @@ use crossbeam_queue::ArrayQueue;
 use kordon_proto::v1 as pb;
 use slab::Slab;
 use socket2::Socket;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, oneshot};
 
 pub use command::{
     Command, LegSnapshot, NewLeg, NewSession, SessionSnapshot, WorkerCounters, WorkerSnapshot,
@@ -46,6 +46,16 @@ struct SockEntry {
     sibling: (u32, u32),
     /// Interface and RTP port of the pair.
     port: (u16, u16),
+    /// A delete waiting for this socket to close.
+    delete_waiter: Option<u32>,
+}
+
+/// A delete answered once its sockets are closed.
+#[derive(Debug)]
+struct PendingDelete {
+    socks_left: usize,
+    reply: Option<oneshot::Sender<Option<SessionSnapshot>>>,
+    snap: Option<SessionSnapshot>,
 }
 
 /// Shared, per interface, per worker: the port pools.
@@ -56,6 +66,7 @@ pub struct Core {
     id: u32,
     sessions: Slab<Session>,
     socks: Slab<SockEntry>,
+    deletes: Slab<PendingDelete>,
     next_gen: u32,
     counters: WorkerCounters,
     policy: LatchPolicy,
@@ -101,6 +112,7 @@ impl Core {
             id,
             sessions: Slab::new(),
             socks: Slab::new(),
+            deletes: Slab::new(),
             next_gen: 1,
             counters: WorkerCounters::default(),
             policy,
@@ -152,6 +164,7 @@ impl Core {
             closing: false,
             sibling: (u32::MAX, 0),
             port,
+            delete_waiter: None,
         }) as u32;
         if let Err(e) = backend.add_socket(idx, gen, fd) {
             self.socks.remove(idx as usize);
@@ -189,6 +202,12 @@ impl Core {
         drop(e.sock);
         if !sibling_open {
             self.release_port(e.port.0, e.port.1);
+        }
+        if let Some(w) = e.delete_waiter {
+            if let Some(d) = self.deletes.get_mut(w as usize) {
+                d.socks_left = d.socks_left.saturating_sub(1);
+            }
+            self.maybe_answer_delete(w);
         }
     }
 
@@ -347,20 +366,55 @@ impl Core {
         }
     }
 
-    fn delete(&mut self, backend: &mut Backend, handle: u32, id: &str) -> Option<SessionSnapshot> {
+    /// Removes a session. The answer goes out once every socket is closed and
+    /// its port pair is back in the pool (with io_uring that is a loop turn or
+    /// two later), so a caller may re-request the ports as soon as it has it.
+    fn delete(
+        &mut self,
+        backend: &mut Backend,
+        handle: u32,
+        id: &str,
+        reply: oneshot::Sender<Option<SessionSnapshot>>,
+    ) {
         if self.sessions.get(handle as usize).map(|s| s.id.as_str()) != Some(id) {
-            return None;
+            let _ = reply.send(None);
+            return;
         }
         let snap = self.snapshot(handle, Instant::now());
         let s = self.sessions.remove(handle as usize);
-        for leg in &s.legs {
-            for idx in leg.socks {
-                if idx != NO_SOCK {
-                    self.remove_socket(backend, idx);
-                }
+        let socks: Vec<u32> = s
+            .legs
+            .iter()
+            .flat_map(|l| l.socks)
+            .filter(|i| *i != NO_SOCK && self.socks.contains(*i as usize))
+            .collect();
+        let waiter = self.deletes.insert(PendingDelete {
+            socks_left: socks.len(),
+            reply: Some(reply),
+            snap,
+        });
+        for idx in &socks {
+            if let Some(e) = self.socks.get_mut(*idx as usize) {
+                e.delete_waiter = Some(waiter as u32);
             }
         }
-        snap
+        for idx in socks {
+            self.remove_socket(backend, idx);
+        }
+        self.maybe_answer_delete(waiter as u32);
+    }
+
+    fn maybe_answer_delete(&mut self, waiter: u32) {
+        let done = self
+            .deletes
+            .get(waiter as usize)
+            .is_some_and(|d| d.socks_left == 0);
+        if done {
+            let mut d = self.deletes.remove(waiter as usize);
+            if let Some(reply) = d.reply.take() {
+                let _ = reply.send(d.snap.take());
+            }
+        }
     }
 
     fn snapshot(&self, handle: u32, now: Instant) -> Option<SessionSnapshot> {
@@ -414,9 +468,7 @@ impl Core {
                 }
                 let _ = reply.send(if ok { self.snapshot(handle, now) } else { None });
             }
-            Command::Delete(handle, id, reply) => {
-                let _ = reply.send(self.delete(backend, handle, &id));
-            }
+            Command::Delete(handle, id, reply) => self.delete(backend, handle, &id, reply),
             Command::Get(handle, id, reply) => {
                 let ok = self
                     .sessions
