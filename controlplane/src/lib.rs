@@ -1,6 +1,13 @@
 //! Kordon's control plane.
 //!
-//! Today it holds the client the control plane drives data planes with
-//! ([`media`]); SIP, calls, routing, CDR and verification build on it.
+//! Today it holds:
+//! - [`media`]: the client the control plane drives data planes with;
+//! - [`ng`]: the rtpengine ng control protocol (bencode over UDP);
+//! - [`sdp`]: SDP parsing, offer/answer reads and rewrites, shared by ng and
+//!   the B2BUA.
+//!
+//! SIP, calls, routing, CDR and verification build on them.
 
 pub mod media;
+pub mod ng;
+pub mod sdp;
