@@ -18,6 +18,8 @@ pub(crate) struct Config {
     pub dataplane: DataplaneConfig,
     /// The Prometheus endpoint.
     pub metrics: Metrics,
+    /// The rtpengine-compatible ng control protocol.
+    pub ng: kordon_controlplane::ng::NgConfig,
 }
 
 /// `[general]`
@@ -151,6 +153,18 @@ impl Config {
             return Err(ConfigError::new(
                 "metrics.listen",
                 "same address as dataplane.grpc_listen",
+            ));
+        }
+        self.ng
+            .addr()
+            .map_err(|reason| ConfigError::new("ng.listen", reason))?;
+        if !self.dataplane.interfaces.contains_key(&self.ng.default_interface) {
+            return Err(ConfigError::new(
+                "ng.default_interface",
+                format!(
+                    "{:?} is not a configured interface (dataplane.interfaces)",
+                    self.ng.default_interface
+                ),
             ));
         }
         Ok(())

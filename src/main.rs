@@ -8,6 +8,10 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+use kordon_controlplane::media::MediaClient;
+use kordon_controlplane::ng::{Calls, NgSettings};
 use kordon_dataplane::Dataplane;
 use tracing_subscriber::EnvFilter;
 
@@ -125,6 +129,36 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 if let Err(e) = kordon_dataplane::metrics::serve(addr, svc).await {
                     tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
+        if let Some(addr) = cfg.ng.addr().map_err(anyhow::Error::msg)? {
+            let socket = tokio::net::UdpSocket::bind(addr)
+                .await
+                .with_context(|| format!("binding ng listener {addr}"))?;
+            // The ng front door drives the data plane through its gRPC API, as
+            // any control plane does.
+            let mut local = grpc_addr;
+            if local.ip().is_unspecified() {
+                local.set_ip(if local.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                });
+            }
+            let media = MediaClient::lazy(&format!("http://{local}"), Duration::from_secs(5))
+                .map_err(anyhow::Error::msg)?;
+            let calls = std::sync::Arc::new(Calls::new(
+                media,
+                NgSettings {
+                    default_interface: cfg.ng.default_interface.clone(),
+                },
+            ));
+            let ttl = Duration::from_secs(cfg.ng.cookie_cache_secs);
+            tracing::info!(%addr, "ng control protocol listening");
+            tokio::spawn(async move {
+                if let Err(e) = kordon_controlplane::ng::serve(socket, calls, ttl).await {
+                    tracing::error!(error = %e, "ng listener stopped");
                 }
             });
         }

@@ -109,6 +109,19 @@ impl MediaClient {
         })
     }
 
+    /// A client that connects on first use and reconnects after failures (for
+    /// a data plane started beside it, or restarted under it).
+    pub fn lazy(url: &str, timeout: Duration) -> Result<Self, MediaError> {
+        let ep = Endpoint::from_shared(url.to_string())
+            .map_err(|e| MediaError::Invalid(format!("data plane url {url:?}: {e}")))?
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .tcp_nodelay(true);
+        Ok(MediaClient {
+            inner: DataplaneClient::new(ep.connect_lazy()),
+        })
+    }
+
     /// Creates a session (idempotent on its id).
     pub async fn create(&mut self, req: CreateSessionRequest) -> Result<SessionInfo, MediaError> {
         let r = self.inner.create_session(req).await?.into_inner();

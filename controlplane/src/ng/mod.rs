@@ -1,8 +1,18 @@
 //! The rtpengine "ng" control protocol front door: Kamailio's and OpenSIPS's
 //! `rtpengine` modules send `<cookie> <bencoded dictionary>` over UDP and read
-//! the reply the same way.
+//! `<cookie> <bencoded dictionary>` back.
 //!
-//! So far this holds only the wire codec ([`bencode`]); the command handlers
-//! come on top of it and reuse [`crate::sdp`] for every SDP they touch.
+//! - [`bencode`]: the wire codec.
+//! - [`calls`]: the commands (`ping`, `offer`, `answer`, `delete`, `query`,
+//!   `list`, `statistics`), which keep per-call state, drive data planes through
+//!   [`crate::media::MediaClient`] (the same gRPC client the B2BUA uses) and
+//!   rewrite SDP through [`crate::sdp`].
+//! - [`server`]: the UDP listener and the reply cache that makes a
+//!   retransmitted cookie get the first answer instead of a second action.
 
 pub mod bencode;
+pub mod calls;
+pub mod server;
+
+pub use calls::{Calls, NgSettings};
+pub use server::{serve, NgConfig};
