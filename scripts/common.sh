@@ -3,7 +3,9 @@
 set -euo pipefail
 
 # Debian packages the build and the tests use.
-KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config iproute2 curl}"
+# kamailio (with its rtpengine module), sip-tester (SIPp) and rtpengine-daemon:
+# the ng end-to-end tests (tests/ng_kamailio.rs, tests/ng_vs_rtpengine.rs).
+KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config iproute2 curl kamailio sip-tester rtpengine-daemon}"
 
 ensure_debs() {
     local missing=()

@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/common.sh
-ensure_debs $KORDON_DEB_PACKAGES
+ensure_debs $KORDON_DEB_PACKAGES $KORDON_TEST_DEB_PACKAGES
+stop_packaged_services
 ensure_rust
 
 echo "== cargo test (workspace, all targets)"

@@ -155,10 +155,16 @@ impl Config {
                 "same address as dataplane.grpc_listen",
             ));
         }
-        self.ng
+        let ng = self
+            .ng
             .addr()
             .map_err(|reason| ConfigError::new("ng.listen", reason))?;
-        if !self.dataplane.interfaces.contains_key(&self.ng.default_interface) {
+        if ng.is_some()
+            && !self
+                .dataplane
+                .interfaces
+                .contains_key(&self.ng.default_interface)
+        {
             return Err(ConfigError::new(
                 "ng.default_interface",
                 format!(

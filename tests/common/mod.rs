@@ -208,6 +208,11 @@ impl Config {
             }
         }
         t.push_str(&format!("\n[metrics]\nlisten = \"127.0.0.1:{metrics}\"\n"));
+        // Instances run in parallel: the ng front door is off unless a test
+        // turns it on (Config::for_ng) on a port of its own.
+        if !self.lines.iter().any(|l| l.contains("[ng]")) {
+            t.push_str("\n[ng]\nlisten = \"\"\n");
+        }
         t
     }
 }
@@ -911,4 +916,147 @@ pub(crate) fn write_file(dir: &Path, name: &str, text: &str) -> PathBuf {
     let mut f = File::create(&p).expect("creating a file");
     f.write_all(text.as_bytes()).expect("writing a file");
     p
+}
+
+/// A free UDP port on 127.0.0.1 (the kernel's choice; free when returned).
+pub(crate) fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("binding 127.0.0.1:0")
+        .port()
+}
+
+impl Config {
+    /// A configuration for the ng front door: the interfaces are named
+    /// `internal` (block..+31) and `external` (block+32..+63), and an `[ng]`
+    /// table listens on 127.0.0.1:`ng_port` with `internal` as the default
+    /// interface. Add other `[dataplane]` keys with [`Config::with`] before
+    /// this call: the table goes where those lines go, so a later line would
+    /// land in `[ng]`.
+    pub(crate) fn for_ng(mut self, ng_port: u16) -> Config {
+        for (i, name) in self.interfaces.iter_mut().zip(["internal", "external"]) {
+            i.name = name.to_string();
+        }
+        self.lines.push(format!(
+            "\n[ng]\nlisten = \"127.0.0.1:{ng_port}\"\ndefault_interface = \"internal\""
+        ));
+        self
+    }
+
+    /// The ng listener set by [`Config::for_ng`].
+    pub(crate) fn ng_addr(&self) -> Option<SocketAddr> {
+        self.lines.iter().find_map(|l| {
+            let rest = l.split("[ng]\nlisten = \"").nth(1)?;
+            rest.split('"').next()?.parse().ok()
+        })
+    }
+
+    /// The port range of interface `name`.
+    pub(crate) fn ports_of(&self, name: &str) -> std::ops::RangeInclusive<u16> {
+        let i = self
+            .interfaces
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no interface {name}"));
+        i.port_min..=i.port_max
+    }
+}
+
+/// Starts Kordon with the ng front door on a free UDP port
+/// ([`Config::for_ng`] applied to `config`) and returns it with an ng client.
+pub(crate) fn start_ng(config: Config) -> (Kordon, Ng) {
+    let k = Kordon::start(config.for_ng(free_udp_port()));
+    let addr = k.config.ng_addr().expect("ng listener in the config");
+    (k, Ng::new(addr))
+}
+
+/// A blocking client of the ng protocol (`<cookie> <bencode>` over UDP).
+#[derive(Debug)]
+pub(crate) struct Ng {
+    sock: UdpSocket,
+    /// The server.
+    pub(crate) to: SocketAddr,
+    next: AtomicU32,
+}
+
+impl Ng {
+    /// A client of the server at `to`, on a fresh loopback socket.
+    pub(crate) fn new(to: SocketAddr) -> Ng {
+        let sock = UdpSocket::bind("127.0.0.1:0").expect("binding the ng client");
+        Ng {
+            sock,
+            to,
+            next: AtomicU32::new(0),
+        }
+    }
+
+    /// A cookie this client has not used.
+    pub(crate) fn cookie(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("{}_{n}", std::process::id())
+    }
+
+    /// Sends `payload` under `cookie` and returns the payload of the answer
+    /// carrying that cookie (answers to other cookies are skipped); panics
+    /// after [`RECV_TIMEOUT`].
+    pub(crate) fn raw(&self, cookie: &str, payload: &[u8]) -> Vec<u8> {
+        let mut d = Vec::with_capacity(cookie.len() + 1 + payload.len());
+        d.extend_from_slice(cookie.as_bytes());
+        d.push(b' ');
+        d.extend_from_slice(payload);
+        self.sock
+            .send_to(&d, self.to)
+            .expect("sending an ng request");
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "no ng answer to cookie {cookie} from {} within {RECV_TIMEOUT:?}",
+                self.to
+            );
+            self.sock
+                .set_read_timeout(Some(left))
+                .expect("set_read_timeout");
+            let n = match self.sock.recv_from(&mut buf) {
+                Ok((n, _)) => n,
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    continue
+                }
+                Err(e) => panic!("receiving an ng answer: {e}"),
+            };
+            let got = &buf[..n];
+            let prefix = format!("{cookie} ");
+            if let Some(rest) = got.strip_prefix(prefix.as_bytes()) {
+                return rest.to_vec();
+            }
+        }
+    }
+
+    /// Sends `req` under `cookie`; the decoded answer.
+    pub(crate) fn send(
+        &self,
+        cookie: &str,
+        req: &kordon_controlplane::ng::bencode::Value,
+    ) -> kordon_controlplane::ng::bencode::Value {
+        let answer = self.raw(
+            cookie,
+            &kordon_controlplane::ng::bencode::encode_to_vec(req),
+        );
+        kordon_controlplane::ng::bencode::decode_all(&answer).unwrap_or_else(|e| {
+            panic!(
+                "ng answer is not bencode ({e}): {:?}",
+                String::from_utf8_lossy(&answer)
+            )
+        })
+    }
+
+    /// Sends `req` under a fresh cookie; the decoded answer.
+    pub(crate) fn request(
+        &self,
+        req: &kordon_controlplane::ng::bencode::Value,
+    ) -> kordon_controlplane::ng::bencode::Value {
+        self.send(&self.cookie(), req)
+    }
 }

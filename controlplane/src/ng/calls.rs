@@ -10,7 +10,7 @@
 //! not know or cannot honour are answered as a `warning`, never a failure.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kordon_proto::v1 as pb;
@@ -47,6 +47,9 @@ struct MediaState {
     session_id: String,
     kind: String,
     proto: String,
+    /// The `m=` protocol of side A and side B. A side gets SDP in its own:
+    /// the one `transport-protocol` chose for it, else the one it last sent.
+    protos: [String; 2],
     /// Advertised RTP address of leg A and leg B.
     local: [SocketAddr; 2],
 }
@@ -56,6 +59,9 @@ struct Call {
     tags: [String; 2],
     interfaces: [String; 2],
     medias: Vec<Option<MediaState>>,
+    /// The side whose offer was last seen: the other one answers it (side B
+    /// offers in a re-INVITE of the callee, and side A answers).
+    offerer: usize,
     created: SystemTime,
     last_signal: SystemTime,
 }
@@ -131,9 +137,9 @@ impl Opts {
                 | "reset" | "loop-protect" => {}
                 "sip-source-address" => o.sip_source_address = true,
                 "strict-source" => {}
-                "asymmetric" | "unidirectional" | "media-handover" => {
-                    o.warnings.push(format!("flag '{f}' not supported, ignored"))
-                }
+                "asymmetric" | "unidirectional" | "media-handover" => o
+                    .warnings
+                    .push(format!("flag '{f}' not supported, ignored")),
                 "record-call" => o.warnings.push("call recording is not supported".into()),
                 other => o.warnings.push(format!("unknown flag '{other}' ignored")),
             }
@@ -142,14 +148,17 @@ impl Opts {
             match r {
                 "origin" => o.replace_origin = true,
                 "session-connection" | "session connection" => o.replace_session_connection = true,
-                other => o.warnings.push(format!("unknown replace option '{other}' ignored")),
+                other => o
+                    .warnings
+                    .push(format!("unknown replace option '{other}' ignored")),
             }
         }
         match get_str(d, "ICE")?.map(|s| s.to_ascii_lowercase()) {
             None => {}
             Some(v) if v == "remove" => {}
             Some(v) if v == "force" || v == "force-relay" => {
-                o.warnings.push(format!("ICE '{v}' not supported: ICE attributes removed"));
+                o.warnings
+                    .push(format!("ICE '{v}' not supported: ICE attributes removed"));
             }
             Some(v) => o.warnings.push(format!("unknown ICE option '{v}' ignored")),
         }
@@ -180,26 +189,31 @@ impl Opts {
                 "demux" => o.rtcp_mux_demux = true,
                 "reject" => o.rtcp_mux_reject = true,
                 "accept" => {}
-                other => o.warnings.push(format!("unknown rtcp-mux option '{other}' ignored")),
+                other => o
+                    .warnings
+                    .push(format!("unknown rtcp-mux option '{other}' ignored")),
             }
         }
         if let Some(t) = get_str(d, "transport-protocol")? {
             if t.contains("SAVP") || t.contains("TLS") {
-                o.warnings.push(format!("transport '{t}' not supported (no SRTP yet): left as offered"));
+                o.warnings.push(format!(
+                    "transport '{t}' not supported (no SRTP yet): left as offered"
+                ));
             } else {
                 o.transport = Some(t.to_string());
             }
         }
-        match get_str(d, "record-call")? {
-            Some("yes" | "on") => o.warnings.push("call recording is not supported".into()),
-            _ => {}
+        if let Some("yes" | "on") = get_str(d, "record-call")? {
+            o.warnings.push("call recording is not supported".into());
         }
         Ok(o)
     }
 }
 
 fn unix_secs(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 fn endpoint(a: SocketAddr) -> pb::Endpoint {
@@ -220,7 +234,10 @@ fn to_pb_direction(d: Direction) -> pb::Direction {
 
 fn addr_of(e: &Option<pb::Endpoint>) -> Option<SocketAddr> {
     let e = e.as_ref()?;
-    Some(SocketAddr::new(e.ip.parse().ok()?, u16::try_from(e.port).ok()?))
+    Some(SocketAddr::new(
+        e.ip.parse().ok()?,
+        u16::try_from(e.port).ok()?,
+    ))
 }
 
 /// What one side's SDP says about one media section.
@@ -229,23 +246,68 @@ struct Side {
     remote_rtcp: Option<SocketAddr>,
     direction: Direction,
     rtcp_mux: bool,
+    /// `c=0.0.0.0` (or `::`): the RFC 2543 way of putting a call on hold.
+    held: bool,
+}
+
+/// The unspecified address of `ip`'s family (`c=` of a call on hold).
+fn unspecified(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    }
 }
 
 fn side_of(sdp: &Sdp, m: &sdp::Media, o: &Opts) -> Side {
     let mut rtp = sdp.rtp_addr(m);
-    let mut rtcp = sdp.rtcp_addr(m);
-    let forced = o
-        .media_address
-        .or(if o.sip_source_address { o.received_from } else { None });
+    // With a=rtcp-mux the data plane sends RTCP to the RTP address and ignores
+    // this one until mux is turned off (the answer declined it): then RTCP
+    // goes where the SDP said it would without mux, a=rtcp or RTP port + 1.
+    let mut rtcp = if m.rtcp_mux() {
+        rtp.and_then(|r| match m.rtcp() {
+            Some(Rtcp {
+                port,
+                connection: Some(c),
+            }) => c.ip().map(|ip| SocketAddr::new(ip, port)),
+            Some(Rtcp {
+                port,
+                connection: None,
+            }) => Some(SocketAddr::new(r.ip(), port)),
+            None => r.port().checked_add(1).map(|p| SocketAddr::new(r.ip(), p)),
+        })
+    } else {
+        sdp.rtcp_addr(m)
+    };
+    let forced = o.media_address.or(if o.sip_source_address {
+        o.received_from
+    } else {
+        None
+    });
     if let Some(ip) = forced {
         rtp = rtp.map(|a| SocketAddr::new(ip, a.port()));
         rtcp = rtcp.map(|a| SocketAddr::new(ip, a.port()));
     }
+    let mut direction = sdp.direction_of(m);
+    // A peer on hold through c=0.0.0.0 receives nothing, whatever direction it
+    // wrote; and nothing may be sent to 0.0.0.0, which would reach this host.
+    let held = sdp
+        .connection_for(m)
+        .is_some_and(Connection::is_unspecified);
+    if held {
+        rtp = None;
+        rtcp = None;
+        direction = match direction {
+            Direction::SendRecv => Direction::SendOnly,
+            Direction::RecvOnly => Direction::Inactive,
+            d => d,
+        };
+    }
     Side {
         remote_rtp: rtp,
         remote_rtcp: rtcp,
-        direction: sdp.direction_of(m),
+        direction,
         rtcp_mux: m.rtcp_mux() && !o.rtcp_mux_demux && !o.rtcp_mux_reject,
+        held,
     }
 }
 
@@ -308,6 +370,25 @@ impl Calls {
     }
 
     async fn offer_answer(&self, req: &Value, offer: bool) -> Result<Value, NgError> {
+        let result = self.offer_answer_inner(req, offer).await;
+        if result.is_err() && offer {
+            // A first offer that failed before any media existed leaves no call
+            // behind: a later answer must not find (and pass through) it.
+            if let Ok(call_id) = required(req, "call-id") {
+                let mut st = self.state.lock().await;
+                if st
+                    .calls
+                    .get(call_id)
+                    .is_some_and(|c| c.medias.iter().all(Option::is_none))
+                {
+                    st.calls.remove(call_id);
+                }
+            }
+        }
+        result
+    }
+
+    async fn offer_answer_inner(&self, req: &Value, offer: bool) -> Result<Value, NgError> {
         let call_id = required(req, "call-id")?.to_string();
         let from_tag = required(req, "from-tag")?.to_string();
         let to_tag = get_str(req, "to-tag")?.map(str::to_string);
@@ -321,7 +402,9 @@ impl Calls {
         let owner_tag = if offer {
             from_tag.clone()
         } else {
-            to_tag.clone().ok_or_else(|| NgError("No to-tag in message".into()))?
+            to_tag
+                .clone()
+                .ok_or_else(|| NgError("No to-tag in message".into()))?
         };
         if !st.calls.contains_key(&call_id) {
             if !offer {
@@ -339,6 +422,7 @@ impl Calls {
                     tags: [from_tag.clone(), String::new()],
                     interfaces: dirs,
                     medias: Vec::new(),
+                    offerer: 0,
                     created: now,
                     last_signal: now,
                 },
@@ -346,7 +430,9 @@ impl Calls {
         }
         let serial = st.next_id;
         let State { calls, next_id, .. } = &mut *st;
-        let call = calls.get_mut(&call_id).ok_or_else(|| NgError("Unknown call-id".into()))?;
+        let call = calls
+            .get_mut(&call_id)
+            .ok_or_else(|| NgError("Unknown call-id".into()))?;
         let owner = if call.tags[0] == owner_tag {
             0
         } else if call.tags[1].is_empty() || call.tags[1] == owner_tag {
@@ -357,8 +443,11 @@ impl Calls {
             call.tags[1] = owner_tag.clone();
             1
         };
-        if !offer && owner == 0 {
+        if !offer && owner == call.offerer {
             return err("answer from the offerer's own tag");
+        }
+        if offer {
+            call.offerer = owner;
         }
         call.last_signal = now;
         let other = 1 - owner;
@@ -370,15 +459,21 @@ impl Calls {
         let mut media_client = self.media.clone();
         let session_c = sdp.connection().is_some();
         for i in 0..count {
-            let Some(m) = sdp.media().get(i) else { continue };
+            let Some(m) = sdp.media().get(i) else {
+                continue;
+            };
             if m.is_rejected() {
                 continue;
             }
             let side = side_of(&sdp, m, &o);
+            let in_proto = m.proto().to_string();
+            // Whether the SDP sent to the other side offers (or accepts)
+            // rtcp-mux; the other side's leg follows it.
+            let out_mux = side.rtcp_mux || o.rtcp_mux_offer;
             // Media may latch from the SIP source (`received-from`: the NAT's
             // public address) when the proxy gives it, else from the SDP address.
             let expected = o.received_from;
-            let state = match call.medias.get(i).cloned().flatten() {
+            let mut state = match call.medias.get(i).cloned().flatten() {
                 Some(ms) => {
                     let upd = pb::LegUpdate {
                         remote_rtp: side.remote_rtp.map(endpoint),
@@ -388,13 +483,22 @@ impl Calls {
                         rtcp_mux: Some(side.rtcp_mux),
                         ..Default::default()
                     };
+                    // The other side's leg muxes as the SDP sent to it says: an
+                    // answer that declines rtcp-mux turns it off on the
+                    // offerer's leg too, whose RTCP then uses its own port.
+                    let theirs = pb::LegUpdate {
+                        rtcp_mux: Some(out_mux),
+                        ..Default::default()
+                    };
                     let mut req = pb::UpdateSessionRequest {
                         session_id: ms.session_id.clone(),
                         ..Default::default()
                     };
                     if owner == 0 {
                         req.leg_a = Some(upd);
+                        req.leg_b = Some(theirs);
                     } else {
+                        req.leg_a = Some(theirs);
                         req.leg_b = Some(upd);
                     }
                     media_client.update(req).await?;
@@ -418,10 +522,14 @@ impl Calls {
                     };
                     let theirs = pb::LegSpec {
                         interface: call.interfaces[other].clone(),
-                        rtcp_mux: side.rtcp_mux && !o.rtcp_mux_demux || o.rtcp_mux_offer,
+                        rtcp_mux: out_mux,
                         ..Default::default()
                     };
-                    let (leg_a, leg_b) = if owner == 0 { (mine, theirs) } else { (theirs, mine) };
+                    let (leg_a, leg_b) = if owner == 0 {
+                        (mine, theirs)
+                    } else {
+                        (theirs, mine)
+                    };
                     let info = media_client
                         .create(pb::CreateSessionRequest {
                             session_id: session_id.clone(),
@@ -439,6 +547,7 @@ impl Calls {
                         session_id,
                         kind: m.kind().to_string(),
                         proto: m.proto().to_string(),
+                        protos: [m.proto().to_string(), m.proto().to_string()],
                         local: [la, lb],
                     };
                     if let Some(slot) = call.medias.get_mut(i) {
@@ -447,27 +556,51 @@ impl Calls {
                     ms
                 }
             };
+            state.protos[owner] = in_proto;
+            let mut their_proto = o
+                .transport
+                .clone()
+                .unwrap_or_else(|| state.protos[other].clone());
             // The rewritten SDP goes to the other side: our other leg's address.
             let local = state.local[other];
-            let out_mux = side.rtcp_mux && !o.rtcp_mux_demux || o.rtcp_mux_offer;
             if let Some(mm) = sdp.media_mut().get_mut(i) {
                 mm.set_port(local.port());
                 // A media-level c= is rewritten in place; without one, the
                 // session-level c= (rewritten below) covers the media.
+                // A peer on hold keeps seeing c=0.0.0.0 (as rtpengine does).
                 if mm.connection().is_some() || !session_c {
-                    mm.set_connection(Connection::from_ip(local.ip()));
+                    let ip = if side.held {
+                        unspecified(local.ip())
+                    } else {
+                        local.ip()
+                    };
+                    mm.set_connection(Connection::from_ip(ip));
                 }
                 mm.set_rtcp_mux(out_mux);
-                let rtcp_port = if out_mux { local.port() } else { local.port().saturating_add(1) };
+                // An offer of rtcp-mux still names the RTCP port an answerer
+                // that declines mux sends to (RFC 5761 section 5.1.3): the
+                // data plane keeps RTP port + 1 for it and opens it when mux
+                // is turned off. With mux agreed (an answer), RTCP shares the
+                // RTP port.
+                let rtcp_port = if out_mux && !offer {
+                    local.port()
+                } else {
+                    local.port().saturating_add(1)
+                };
                 mm.set_rtcp(Rtcp {
                     port: rtcp_port,
                     connection: None,
                 });
-                if let Some(t) = &o.transport {
-                    if mm.set_proto(t).is_err() {
-                        warnings.push(format!("transport '{t}' is not a token: left as offered"));
-                    }
+                if mm.proto() != their_proto && mm.set_proto(&their_proto).is_err() {
+                    warnings.push(format!(
+                        "transport '{their_proto}' is not a token: left as offered"
+                    ));
+                    their_proto = mm.proto().to_string();
                 }
+            }
+            state.protos[other] = their_proto;
+            if let Some(slot) = call.medias.get_mut(i) {
+                *slot = Some(state);
             }
         }
         // Session-level rewrites. Media-level c= were set above; a session c=
@@ -475,10 +608,19 @@ impl Calls {
         if let Some(first) = call.medias.iter().flatten().next() {
             let ip = first.local[other].ip();
             if sdp.connection().is_some() || o.replace_session_connection {
-                sdp.set_session_connection(Connection::from_ip(ip));
+                let held = sdp.connection().is_some_and(Connection::is_unspecified);
+                let c = if held { unspecified(ip) } else { ip };
+                sdp.set_session_connection(Connection::from_ip(c));
             }
             if o.replace_origin {
                 sdp.set_origin_address(ip);
+            }
+            // A rejected section's own c= would still show the other side's
+            // address: point it at us as well.
+            for mm in sdp.media_mut().iter_mut() {
+                if mm.is_rejected() && mm.connection().is_some() {
+                    mm.set_connection(Connection::from_ip(ip));
+                }
             }
         }
         // We relay plain RTP: the peer's ICE candidates would be wrong.
@@ -488,7 +630,9 @@ impl Calls {
         } else {
             st.answers += 1;
         }
-        let mut out = Value::dict().with("result", "ok").with("sdp", sdp.to_string());
+        let mut out = Value::dict()
+            .with("result", "ok")
+            .with("sdp", sdp.to_string());
         if !warnings.is_empty() {
             out.insert("warning", warnings.join("; "));
         }
@@ -515,7 +659,10 @@ impl Calls {
                 rtcp[0] += c.rtcp_packets_in;
                 rtcp[1] += c.rtcp_bytes_in;
                 let mut stream = Value::dict()
-                    .with("local port", i64::from(addr_of(&leg.local_rtp).map_or(0, |a| a.port())))
+                    .with(
+                        "local port",
+                        i64::from(addr_of(&leg.local_rtp).map_or(0, |a| a.port())),
+                    )
                     .with(
                         "stats",
                         Value::dict()
@@ -599,7 +746,10 @@ impl Calls {
         }
         let mut out = self.call_report(&call, &infos).await;
         if !failed.is_empty() {
-            out.insert("warning", format!("some media could not be deleted: {}", failed.join("; ")));
+            out.insert(
+                "warning",
+                format!("some media could not be deleted: {}", failed.join("; ")),
+            );
         }
         Ok(out)
     }
@@ -635,7 +785,9 @@ impl Calls {
             .take(usize::try_from(limit).unwrap_or(usize::MAX))
             .map(|c| Value::from(c.as_str()))
             .collect();
-        Ok(Value::dict().with("result", "ok").with("calls", Value::List(calls)))
+        Ok(Value::dict()
+            .with("result", "ok")
+            .with("calls", Value::List(calls)))
     }
 
     async fn statistics(&self) -> Result<Value, NgError> {

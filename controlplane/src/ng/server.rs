@@ -68,7 +68,9 @@ struct Cookies {
 
 impl Cookies {
     fn sweep(&mut self, now: Instant, ttl: Duration) {
-        if self.last_sweep.is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        if self
+            .last_sweep
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
             && self.map.len() < MAX_CACHED
         {
             return;
@@ -97,13 +99,19 @@ fn reply(cookie: &[u8], v: &Value) -> Vec<u8> {
 }
 
 /// Serves ng on `socket` until the task is dropped.
-pub async fn serve(socket: UdpSocket, calls: Arc<Calls>, cookie_ttl: Duration) -> std::io::Result<()> {
+pub async fn serve(
+    socket: UdpSocket,
+    calls: Arc<Calls>,
+    cookie_ttl: Duration,
+) -> std::io::Result<()> {
     let socket = Arc::new(socket);
     let cookies = Arc::new(Mutex::new(Cookies::default()));
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
         let (n, peer) = socket.recv_from(&mut buf).await?;
-        let Some(datagram) = buf.get(..n) else { continue };
+        let Some(datagram) = buf.get(..n) else {
+            continue;
+        };
         let Some((cookie, payload)) = split(datagram) else {
             tracing::debug!(%peer, "ng datagram without a cookie dropped");
             continue;
@@ -156,7 +164,10 @@ mod tests {
 
     #[test]
     fn splits_cookie_and_payload() {
-        assert_eq!(split(b"abc d4:pingi1ee"), Some((&b"abc"[..], &b"d4:pingi1ee"[..])));
+        assert_eq!(
+            split(b"abc d4:pingi1ee"),
+            Some((&b"abc"[..], &b"d4:pingi1ee"[..]))
+        );
         assert_eq!(split(b"nospace"), None);
         assert_eq!(split(b" leading"), None);
     }
