@@ -17,6 +17,9 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::Config;
 
+// mimalloc, unless built with `--features system-alloc` (for heap profilers
+// that hook the C allocator, and for comparing memory figures).
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

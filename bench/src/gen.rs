@@ -41,7 +41,7 @@ const DEAD_LOOKBACK_NS: u64 = 1_000_000_000;
 /// Token of the ticker in the epoll set (sockets use their index).
 const TICK_TOKEN: u64 = u64::MAX;
 /// Most `recvmmsg` calls on one socket per readiness, so sending is not starved.
-const MAX_RECV_ROUNDS: usize = 8;
+const MAX_RECV_ROUNDS: usize = 4;
 
 /// Now, in ns since the epoch (CLOCK_REALTIME, like kernel receive timestamps).
 pub fn realtime_ns() -> u64 {
@@ -75,7 +75,9 @@ impl Pools {
             sys::enable_rx_timestamps(s.as_raw_fd()).context("SO_TIMESTAMPNS")?;
             let addr = SocketAddrV4::new(Ipv4Addr::LOCALHOST, port);
             s.bind(&addr.into())
-                .with_context(|| format!("bind generator socket {addr}"))?;
+                .with_context(|| {
+                    format!("bind generator socket {addr} (another kordon-loadgen running? see --local-base-port)")
+                })?;
             sockets.push(UdpSocket::from(s));
         }
         Ok(Pools { sockets, per_side })
@@ -120,6 +122,10 @@ pub struct LoadSpec {
     pub relay_pid: Option<u32>,
     /// The CPU the relay is pinned to, for that CPU's busy time.
     pub relay_cpu: Option<usize>,
+    /// The CPU the generator is pinned to, for that CPU's busy time.
+    pub gen_cpu: Option<usize>,
+    /// Never sleep: poll epoll without a timeout (uses a whole core).
+    pub busy_poll: bool,
 }
 
 /// Counters of one run (window figures only count packets sent in the window).
@@ -146,29 +152,67 @@ pub struct Outcome {
     pub relay_core_ns: Option<u64>,
     /// The generator's own CPU time over the window, ns.
     pub gen_cpu_ns: Option<u64>,
-    /// UDP receive-buffer drops over the window: generator sockets vs the rest.
+    /// Busy time of the generator's CPU over the window, ns.
+    pub gen_core_ns: Option<u64>,
+    /// UDP receive-buffer drops from warm-up to drain, by owner.
     pub udp_drops: Option<UdpDrops>,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Clone, Copy)]
 struct Sample {
+    at: Instant,
     relay_cpu: Option<u64>,
-    relay_core: Option<u64>,
+    relay_core_idle: Option<u64>,
     gen_cpu: Option<u64>,
-    drops: Option<UdpDrops>,
+    gen_core_idle: Option<u64>,
 }
 
-fn sample(spec: &LoadSpec, ports: &HashSet<u16>) -> Sample {
+fn sample(spec: &LoadSpec) -> Sample {
     Sample {
+        at: Instant::now(),
         relay_cpu: spec.relay_pid.and_then(|p| procfs::process_cpu_ns(p).ok()),
-        relay_core: spec.relay_cpu.and_then(|c| procfs::cpu_busy_ns(c).ok()),
+        relay_core_idle: spec.relay_cpu.and_then(|c| procfs::cpu_idle_ns(c).ok()),
         gen_cpu: procfs::process_cpu_ns(std::process::id()).ok(),
-        drops: procfs::udp_drops(ports).ok(),
+        gen_core_idle: spec.gen_cpu.and_then(|c| procfs::cpu_idle_ns(c).ok()),
     }
 }
 
 fn delta(a: Option<u64>, b: Option<u64>) -> Option<u64> {
     Some(b?.saturating_sub(a?))
+}
+
+/// Decides how many packets are due: `rate × elapsed − already scheduled`.
+struct Pacer {
+    start: Instant,
+    stop: Instant,
+    rate: u64,
+    scheduled: u64,
+    max_burst: u64,
+    /// Packets per tick: the least worth sending outside a tick.
+    chunk: u64,
+}
+
+impl Pacer {
+    /// Packets to send now, or 0 when fewer than `min` are due (or sending is over).
+    fn due(&mut self, now: Instant, min: u64) -> u64 {
+        if now >= self.stop {
+            return 0;
+        }
+        let elapsed = now.duration_since(self.start).as_nanos();
+        let target = (elapsed * u128::from(self.rate) / 1_000_000_000) as u64;
+        let mut due = target.saturating_sub(self.scheduled);
+        if due < min {
+            return 0;
+        }
+        if due > self.max_burst {
+            // Behind: forget the backlog beyond one burst; the result will show
+            // the generator missed its target.
+            self.scheduled = target - self.max_burst;
+            due = self.max_burst;
+        }
+        self.scheduled += due;
+        due
+    }
 }
 
 struct Engine<'a> {
@@ -229,6 +273,9 @@ impl Engine<'_> {
     }
 
     fn send_round_robin(&mut self, count: u64) {
+        if count == 0 {
+            return;
+        }
         for _ in 0..count {
             let k = self.order[self.cursor] as usize;
             self.cursor += 1;
@@ -333,6 +380,11 @@ pub fn run(spec: &LoadSpec, pools: &Pools) -> Result<Outcome> {
     }
 
     // Load.
+    let relay_inodes = spec
+        .relay_pid
+        .and_then(|p| procfs::socket_inodes(p).ok())
+        .unwrap_or_default();
+    let drops_start = procfs::udp_drops(&ports, &relay_inodes).ok();
     let start = Instant::now();
     let start_rt = realtime_ns();
     e.w0 = start_rt + spec.warmup.as_nanos() as u64;
@@ -340,55 +392,63 @@ pub fn run(spec: &LoadSpec, pools: &Pools) -> Result<Outcome> {
     e.dead_from = e.w1.saturating_sub(DEAD_LOOKBACK_NS).max(e.w0);
     let stop_sending = start + spec.warmup + spec.duration + COOL_DOWN;
     let end = stop_sending + DRAIN;
-    let max_burst = (spec.rate_pps / 200).max(MAX_BATCH as u64);
-    let mut scheduled: u64 = 0;
+    let mut pacer = Pacer {
+        start,
+        stop: stop_sending,
+        rate: spec.rate_pps,
+        scheduled: 0,
+        // Catch up at most 20 ms of backlog at once; send about once per tick.
+        max_burst: (spec.rate_pps / 50).max(MAX_BATCH as u64),
+        chunk: ((u128::from(spec.rate_pps) * spec.tick.as_nanos() / 1_000_000_000) as u64).max(1),
+    };
     let mut s0: Option<Sample> = None;
     let mut s1: Option<Sample> = None;
 
+    let wait_ms = if spec.busy_poll { 0 } else { 2 };
     loop {
-        let n = epoll.wait(2)?;
+        let n = epoll.wait(wait_ms)?;
         for i in 0..n {
             match epoll.token(i) {
                 TICK_TOKEN => {
                     ticker.expirations();
-                    let now = Instant::now();
-                    if now < stop_sending {
-                        let elapsed = now.duration_since(start).as_nanos();
-                        let target = (elapsed * spec.rate_pps as u128 / 1_000_000_000) as u64;
-                        let mut due = target.saturating_sub(scheduled);
-                        if due > max_burst {
-                            // Behind: forget the backlog beyond one burst.
-                            scheduled = target - max_burst;
-                            due = max_burst;
-                        }
-                        scheduled += due;
-                        e.send_round_robin(due);
-                    }
+                    // On a tick, send whatever is due, however little.
+                    e.send_round_robin(pacer.due(Instant::now(), 1));
                 }
-                s => e.drain(s as usize)?,
+                s => {
+                    e.drain(s as usize)?;
+                    // A long receive burst must not starve sending.
+                    e.send_round_robin(pacer.due(Instant::now(), pacer.chunk));
+                }
             }
         }
         let now_rt = realtime_ns();
         if s0.is_none() && now_rt >= e.w0 {
-            s0 = Some(sample(spec, &ports));
+            s0 = Some(sample(spec));
         }
         if s1.is_none() && now_rt >= e.w1 {
-            s1 = Some(sample(spec, &ports));
+            s1 = Some(sample(spec));
         }
         if Instant::now() >= end {
             break;
         }
     }
 
-    let a = s0.unwrap_or_default();
-    let b = s1.unwrap_or_default();
-    let udp_drops = match (a.drops, b.drops) {
-        (Some(x), Some(y)) => Some(UdpDrops {
-            mine: y.mine.saturating_sub(x.mine),
-            others: y.others.saturating_sub(x.others),
-        }),
+    let (a, b) = match (s0, s1) {
+        (Some(a), Some(b)) => (a, b),
+        _ => anyhow::bail!("the measuring window was not sampled"),
+    };
+    // Read outside the window: /proc/net/udp lists every socket of the relay too
+    // and takes milliseconds to read with thousands of them.
+    let drops_end = procfs::udp_drops(&ports, &relay_inodes).ok();
+    let udp_drops = match (drops_start, drops_end) {
+        (Some(x), Some(y)) => Some(x.since(&y)),
         _ => None,
     };
+    // Busy = wall − idle over the same two samples.
+    let wall = b.at.duration_since(a.at).as_nanos() as u64;
+    let busy = |x: Option<u64>, y: Option<u64>| delta(x, y).map(|idle| wall.saturating_sub(idle));
+    let relay_core_ns = busy(a.relay_core_idle, b.relay_core_idle);
+    let gen_core_ns = busy(a.gen_core_idle, b.gen_core_idle);
     let dead = e.last_sec.iter().filter(|&&c| c == 0).count() as u64;
     Ok(Outcome {
         window_ns: spec.duration.as_nanos() as u64,
@@ -400,8 +460,9 @@ pub fn run(spec: &LoadSpec, pools: &Pools) -> Result<Outcome> {
         dead,
         stream_dirs: n_dirs as u64,
         relay_cpu_ns: delta(a.relay_cpu, b.relay_cpu),
-        relay_core_ns: delta(a.relay_core, b.relay_core),
+        relay_core_ns,
         gen_cpu_ns: delta(a.gen_cpu, b.gen_cpu),
+        gen_core_ns,
         udp_drops,
     })
 }

@@ -1,6 +1,5 @@
 //! Result records (one JSON line each) and the markdown tables built from them.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
@@ -48,27 +47,47 @@ pub struct RelayResult {
     pub relay_cpu_ns_per_pkt: Option<f64>,
     /// Relay CPU time over the window as a fraction of one core.
     pub relay_cpu_util: Option<f64>,
-    /// Busy time of the relay's CPU (incl. softirq, ksoftirqd) per forwarded packet, ns.
+    /// Busy time (wall − idle − iowait) of the relay's CPU per forwarded packet, ns;
+    /// includes softirq work in ksoftirqd and anything else that ran there.
     pub relay_core_ns_per_pkt: Option<f64>,
     /// Generator CPU time over the window as a fraction of one core.
     pub gen_cpu_util: Option<f64>,
+    /// Busy share of the generator's CPU over the window (more than the generator
+    /// itself used = something else ran there).
+    #[serde(default)]
+    pub gen_core_util: Option<f64>,
     /// The generator sent at least 99 % of the asked packets in the window.
     pub gen_reached_target: bool,
-    /// Receive-buffer drops on the generator's sockets in the window.
+    /// Receive-buffer drops on the generator's sockets, warm-up to drain.
     pub gen_udp_drops: Option<u64>,
-    /// Receive-buffer drops on every other UDP socket (the relay's) in the window.
+    /// Receive-buffer drops on the relay's sockets, warm-up to drain.
     pub relay_udp_drops: Option<u64>,
+    /// Receive-buffer drops on other sockets of the host (someone else's traffic).
+    pub other_udp_drops: Option<u64>,
     /// Sends the kernel refused, whole run.
     pub send_errors: u64,
     /// Datagrams received that were not the bench's.
     pub foreign: u64,
+    /// Other work ran on the relay's or the generator's CPU during the window:
+    /// that CPU was busier than its owner by more than [`DISTURBED_GAP`] of a core.
+    #[serde(default)]
+    pub disturbed: bool,
     /// All criteria met: loss < max, no dead stream, p50 < max, generator on target.
     pub pass: bool,
     /// Which criteria failed.
     pub fail_reasons: Vec<String>,
-    /// `none`, `generator` (the generator, not the relay, was the limit) or `relay`.
+    /// `none`, `relay` (latency over the limit, ≥ 95 % of a core used, or loss
+    /// not in the generator's buffers) or `generator` (it could not send the
+    /// asked rate, or most loss was in its own buffers, the relay being fine).
     pub limit: String,
 }
+
+/// Share of one core from which the relay counts as saturated.
+pub const RELAY_SATURATED: f64 = 0.95;
+
+/// Gap (share of a core) between a CPU's busy time and its owner's CPU time
+/// from which a point counts as disturbed by other work.
+pub const DISTURBED_GAP: f64 = 0.2;
 
 /// Pass criteria of a point.
 #[derive(Debug, Clone, Copy)]
@@ -125,13 +144,26 @@ impl RelayResult {
         if p50_us >= c.max_p50_us {
             fail_reasons.push(format!("p50 {p50_us:.0} µs"));
         }
+        let gap = |core: Option<u64>, own: Option<u64>| match (util(core), util(own)) {
+            (Some(c), Some(o)) => c - o > DISTURBED_GAP,
+            _ => false,
+        };
+        let disturbed = gap(o.relay_core_ns, o.relay_cpu_ns) || gap(o.gen_core_ns, o.gen_cpu_ns);
         let pass = fail_reasons.is_empty();
         let gen_udp_drops = o.udp_drops.map(|d| d.mine);
         let lost = o.sent.saturating_sub(o.received);
-        // The generator is the limit when it could not send the asked rate, or
-        // when most of the loss happened in its own receive buffers.
+        // Who was the limit. Latency is measured from the stamp just before
+        // sendmmsg to the kernel's arrival stamp at the sink's socket, so neither
+        // the generator's send delay nor its receive backlog is in it: a median
+        // over the limit means queueing on the relay's side. A relay using
+        // (nearly) a whole core is the limit too. Otherwise the generator is,
+        // when it could not send the asked rate or when most of the loss
+        // happened in its own receive buffers.
+        let relay_saturated = util(o.relay_cpu_ns).is_some_and(|u| u >= RELAY_SATURATED);
         let limit = if pass {
             "none"
+        } else if relay_saturated || p50_us >= c.max_p50_us {
+            "relay"
         } else if !gen_reached_target || (lost > 0 && gen_udp_drops.unwrap_or(0) * 2 >= lost) {
             "generator"
         } else {
@@ -159,12 +191,15 @@ impl RelayResult {
             relay_cpu_util: util(o.relay_cpu_ns),
             relay_core_ns_per_pkt: per_pkt(o.relay_core_ns),
             gen_cpu_util: util(o.gen_cpu_ns),
+            gen_core_util: util(o.gen_core_ns),
             gen_reached_target,
             gen_udp_drops,
-            relay_udp_drops: o.udp_drops.map(|d| d.others),
+            relay_udp_drops: o.udp_drops.map(|d| d.relay),
+            other_udp_drops: o.udp_drops.map(|d| d.others),
             send_errors: o.send_errors,
             foreign: o.foreign,
             pass,
+            disturbed,
             fail_reasons,
             limit: limit.to_string(),
         }
@@ -177,8 +212,8 @@ impl RelayResult {
         format!(
             "{label} {tag} {streams} streams @ {rate} pps: sent {sent:.0} pps, received {recv:.0} pps, loss {loss:.3} %, \
              dead {dead}/{dirs}, latency p50/p99/p99.9/max {p50:.1}/{p99:.1}/{p999:.1}/{max:.1} µs, \
-             relay CPU {cpu} ns/pkt ({util} core; CPU busy {core} ns/pkt), generator CPU {gutil} core, \
-             drops gen/relay {gd}/{rd}, send errors {se}, foreign {fo} => {verdict}",
+             relay CPU {cpu} ns/pkt ({util} core; CPU busy {core} ns/pkt), generator CPU {gutil} core (CPU busy {gcore}), \
+             drops gen/relay/other {gd}/{rd}/{od}, send errors {se}, foreign {fo} => {verdict}{dist}",
             label = self.label,
             tag = self.tag,
             streams = self.streams,
@@ -196,9 +231,12 @@ impl RelayResult {
             util = opt(self.relay_cpu_util, 2),
             core = opt(self.relay_core_ns_per_pkt, 0),
             gutil = opt(self.gen_cpu_util, 2),
+            gcore = opt(self.gen_core_util, 2),
             gd = self.gen_udp_drops.map_or("-".into(), |v| v.to_string()),
             rd = self.relay_udp_drops.map_or("-".into(), |v| v.to_string()),
+            od = self.other_udp_drops.map_or("-".into(), |v| v.to_string()),
             se = self.send_errors,
+            dist = if self.disturbed { " [disturbed: other work ran on a bench CPU]" } else { "" },
             fo = self.foreign,
             verdict = if self.pass {
                 "PASS".to_string()
@@ -268,11 +306,70 @@ fn kpps(rate: u64) -> String {
     }
 }
 
-/// Renders the markdown tables: CPU per packet at fixed loads (ratio against
-/// `baseline`), the max sustained rate per relay, and session figures.
-pub fn markdown(records: &[Record], baseline: &str) -> String {
-    let relay: Vec<&RelayResult> = records
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
+}
+
+fn median_of<'a>(
+    rs: &[&'a RelayResult],
+    field: impl Fn(&'a RelayResult) -> Option<f64>,
+) -> Option<f64> {
+    median(rs.iter().filter_map(|r| field(r)).collect())
+}
+
+/// The outcome of one run's rate search for one relay.
+struct SearchRun<'a> {
+    best: Option<&'a RelayResult>,
+    first_fail: Option<&'a RelayResult>,
+}
+
+fn search_run<'a>(run: &'a [Record], label: &str) -> Option<SearchRun<'a>> {
+    let mut steps: Vec<&RelayResult> = run
         .iter()
+        .filter_map(|r| match r {
+            Record::Relay(x) if x.tag == "search" && x.label == label => Some(x),
+            _ => None,
+        })
+        .collect();
+    if steps.is_empty() {
+        return None;
+    }
+    // A failure disturbed by other work that was tried again does not count.
+    let all = steps.clone();
+    steps.retain(|r| {
+        r.pass
+            || !r.disturbed
+            || !all
+                .iter()
+                .any(|o| o.rate_pps == r.rate_pps && !std::ptr::eq(*o, *r))
+    });
+    steps.sort_by_key(|r| r.rate_pps);
+    // The search stops at its first failure: only passes below the lowest
+    // failing rate count.
+    let fail = steps.iter().position(|r| !r.pass);
+    let passed = &steps[..fail.unwrap_or(steps.len())];
+    Some(SearchRun {
+        best: passed.last().copied(),
+        first_fail: fail.map(|i| steps[i]),
+    })
+}
+
+/// Renders the markdown tables from one or more runs (each a list of records):
+/// CPU per packet at fixed loads (medians over runs, ratio against `baseline`),
+/// the highest sustained rate per relay (median over runs), and session figures.
+pub fn markdown(runs: &[Vec<Record>], baseline: &str) -> String {
+    let relay: Vec<&RelayResult> = runs
+        .iter()
+        .flatten()
         .filter_map(|r| match r {
             Record::Relay(x) => Some(x),
             _ => None,
@@ -285,60 +382,85 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
         }
     }
     let mut out = String::new();
+    let n_runs = runs.len();
+    let medians_note = if n_runs > 1 {
+        format!(" (medians of {n_runs} runs)")
+    } else {
+        String::new()
+    };
 
     // Fixed loads.
-    let grid: Vec<&&RelayResult> = relay.iter().filter(|r| r.tag == "grid").collect();
+    let grid: Vec<&RelayResult> = relay.iter().copied().filter(|r| r.tag == "grid").collect();
     if !grid.is_empty() {
         let mut points: Vec<(u64, u64)> = grid.iter().map(|r| (r.rate_pps, r.streams)).collect();
         points.sort();
         points.dedup();
-        let _ = writeln!(out, "### Relay CPU per forwarded packet at fixed loads\n");
+        let _ = writeln!(
+            out,
+            "### Relay CPU per forwarded packet at fixed loads{medians_note}\n"
+        );
         let _ = writeln!(
             out,
             "| relay | load (pps) | streams | CPU ns/pkt | × {baseline} | CPU-1 busy ns/pkt | relay CPU (cores) | forwarded pps | loss % | dead | p50 / p99 / p99.9 µs | generator |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|---|");
         for (rate, streams) in points {
-            let base = grid
-                .iter()
-                .find(|r| r.label == baseline && r.rate_pps == rate && r.streams == streams)
-                .and_then(|r| r.relay_cpu_ns_per_pkt);
-            for label in &labels {
-                let Some(r) = grid
+            // Undisturbed runs when there are any.
+            let at = |label: &str| -> Vec<&RelayResult> {
+                let all: Vec<&RelayResult> = grid
                     .iter()
-                    .rev()
-                    .find(|r| r.label == *label && r.rate_pps == rate && r.streams == streams)
-                else {
+                    .copied()
+                    .filter(|r| r.label == label && r.rate_pps == rate && r.streams == streams)
+                    .collect();
+                let clean: Vec<&RelayResult> =
+                    all.iter().copied().filter(|r| !r.disturbed).collect();
+                if clean.is_empty() {
+                    all
+                } else {
+                    clean
+                }
+            };
+            let base = median_of(&at(baseline), |r| r.relay_cpu_ns_per_pkt);
+            for label in &labels {
+                let rs = at(label);
+                if rs.is_empty() {
                     continue;
-                };
-                let ratio = match (r.relay_cpu_ns_per_pkt, base) {
+                }
+                let cpu = median_of(&rs, |r| r.relay_cpu_ns_per_pkt);
+                let ratio = match (cpu, base) {
                     (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
                     _ => "-".into(),
                 };
-                let gen = if r.gen_reached_target {
+                let short: Vec<String> = rs
+                    .iter()
+                    .filter(|r| !r.gen_reached_target)
+                    .map(|r| format!("{:.1} %", 100.0 * r.sent_pps / r.rate_pps.max(1) as f64))
+                    .collect();
+                let mut gen = if short.is_empty() {
                     "on target".to_string()
                 } else {
-                    format!(
-                        "{:.0} % of target",
-                        100.0 * r.sent_pps / r.rate_pps.max(1) as f64
-                    )
+                    format!("short: sent {} of target", short.join(", "))
                 };
+                if rs.iter().all(|r| r.disturbed) {
+                    gen.push_str("; disturbed by other work");
+                }
+                let m = |field: fn(&RelayResult) -> Option<f64>| median_of(&rs, field);
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} | {} | {} | {} | {:.0} | {:.3} | {} | {:.0} / {:.0} / {:.0} | {} |",
-                    r.label,
+                    "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |",
+                    label,
                     kpps(rate),
                     streams,
-                    f(r.relay_cpu_ns_per_pkt, 0),
+                    f(cpu, 0),
                     ratio,
-                    f(r.relay_core_ns_per_pkt, 0),
-                    f(r.relay_cpu_util, 2),
-                    r.recv_pps,
-                    r.loss_pct,
-                    r.dead_streams,
-                    r.p50_us,
-                    r.p99_us,
-                    r.p999_us,
+                    f(m(|r| r.relay_core_ns_per_pkt), 0),
+                    f(m(|r| r.relay_cpu_util), 2),
+                    f(m(|r| Some(r.recv_pps)), 0),
+                    f(m(|r| Some(r.loss_pct)), 3),
+                    f(m(|r| Some(r.dead_streams as f64)), 0),
+                    f(m(|r| Some(r.p50_us)), 0),
+                    f(m(|r| Some(r.p99_us)), 0),
+                    f(m(|r| Some(r.p999_us)), 0),
                     gen
                 );
             }
@@ -347,45 +469,91 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
     }
 
     // Max sustained rate.
-    let search: Vec<&&RelayResult> = relay.iter().filter(|r| r.tag == "search").collect();
-    if !search.is_empty() {
-        let _ = writeln!(out, "### Highest rate sustained (loss < 0.1 %, no dead stream, p50 < 1 ms, generator on target)\n");
+    if relay.iter().any(|r| r.tag == "search") {
         let _ = writeln!(
             out,
-            "| relay | streams | max sustained (pps) | CPU ns/pkt there | relay CPU (cores) there | p50 / p99 / p99.9 µs there | next step | limited by |"
+            "### Highest rate sustained (loss < 0.1 %, no dead stream, p50 < 1 ms, generator on target){medians_note}\n\n\
+             `*`: that run's search was stopped by a step disturbed by other work on a bench CPU; such runs are left out of the median when others exist.\n"
         );
-        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
+        let _ = writeln!(
+            out,
+            "| relay | streams | max sustained (pps) | per run | CPU ns/pkt there | relay CPU (cores) there | p50 / p99 / p99.9 µs there | next rate tried | limited by |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
         for label in &labels {
-            let mut steps: Vec<&&&RelayResult> =
-                search.iter().filter(|r| r.label == *label).collect();
-            if steps.is_empty() {
+            let per_run: Vec<SearchRun> = runs
+                .iter()
+                .filter_map(|run| search_run(run, label))
+                .collect();
+            if per_run.is_empty() {
                 continue;
             }
-            steps.sort_by_key(|r| r.rate_pps);
-            // The rate search stops at the first failure; count passes below it.
-            let first_fail = steps.iter().position(|r| !r.pass);
-            let passed = &steps[..first_fail.unwrap_or(steps.len())];
-            let best = passed.last();
-            let (next, why) = match first_fail.map(|i| steps[i]) {
+            let maxima: Vec<u64> = per_run
+                .iter()
+                .map(|s| s.best.map_or(0, |b| b.rate_pps))
+                .collect();
+            let disturbed: Vec<bool> = per_run
+                .iter()
+                .map(|s| s.first_fail.is_some_and(|r| r.disturbed))
+                .collect();
+            // Runs stopped by a disturbed failure only count when all were.
+            let mut sorted: Vec<u64> = maxima
+                .iter()
+                .zip(&disturbed)
+                .filter(|(_, d)| !**d)
+                .map(|(m, _)| *m)
+                .collect();
+            if sorted.is_empty() {
+                sorted = maxima.clone();
+            }
+            sorted.sort();
+            // Lower median: a rate some run actually sustained.
+            let med = sorted[(sorted.len() - 1) / 2];
+            let Some(rep) = per_run
+                .iter()
+                .zip(&disturbed)
+                .filter(|(_, d)| !**d || disturbed.iter().all(|x| *x))
+                .map(|(s, _)| s)
+                .find(|s| s.best.map_or(0, |b| b.rate_pps) == med)
+            else {
+                continue;
+            };
+            let best = rep.best;
+            let (next, why) = match rep.first_fail {
                 Some(r) => (
-                    format!("{} failed: {}", kpps(r.rate_pps), r.fail_reasons.join(", ")),
+                    format!("{}: {}", kpps(r.rate_pps), r.fail_reasons.join(", ")),
                     if r.limit == "generator" {
                         "generator (not the relay)".to_string()
                     } else {
                         "relay".to_string()
                     },
                 ),
-                None => (
-                    "(no failure up to the last step)".to_string(),
-                    "search range".to_string(),
-                ),
+                None => ("(none failed)".to_string(), "search range".to_string()),
             };
+            let streams = best.or(rep.first_fail).map_or(0, |r| r.streams);
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 label,
-                steps[0].streams,
-                best.map_or("< first step".to_string(), |r| kpps(r.rate_pps)),
+                streams,
+                if med == 0 {
+                    "< first step".to_string()
+                } else {
+                    kpps(med)
+                },
+                maxima
+                    .iter()
+                    .zip(&disturbed)
+                    .map(|(&m, &d)| {
+                        let v = if m == 0 { "-".to_string() } else { kpps(m) };
+                        if d {
+                            format!("{v}*")
+                        } else {
+                            v
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", "),
                 best.map_or("-".into(), |r| f(r.relay_cpu_ns_per_pkt, 0)),
                 best.map_or("-".into(), |r| f(r.relay_cpu_util, 2)),
                 best.map_or("-".into(), |r| format!(
@@ -400,37 +568,54 @@ pub fn markdown(records: &[Record], baseline: &str) -> String {
     }
 
     // Sessions.
-    let mut sessions: BTreeMap<&str, &SessionsResult> = BTreeMap::new();
-    for r in records {
-        if let Record::Sessions(s) = r {
-            sessions.insert(&s.label, s);
-        }
-    }
+    let sessions: Vec<&SessionsResult> = runs
+        .iter()
+        .flatten()
+        .filter_map(|r| match r {
+            Record::Sessions(s) => Some(s),
+            _ => None,
+        })
+        .collect();
     if !sessions.is_empty() {
-        let _ = writeln!(out, "### Session set-up over gRPC and idle memory\n");
+        let _ = writeln!(
+            out,
+            "### Session set-up over gRPC and idle memory{medians_note}\n"
+        );
         let _ = writeln!(
             out,
             "| relay | sessions | in flight | created/s | create p50 / p99 ms | deleted/s | failed | RSS growth/session | fds/session |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|");
-        for s in sessions.values() {
+        let mut seen: Vec<&str> = Vec::new();
+        for s in &sessions {
+            if seen.contains(&s.label.as_str()) {
+                continue;
+            }
+            seen.push(&s.label);
+            let rs: Vec<&&SessionsResult> =
+                sessions.iter().filter(|x| x.label == s.label).collect();
+            let m = |field: fn(&SessionsResult) -> Option<f64>| {
+                median(rs.iter().filter_map(|x| field(x)).collect())
+            };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {:.0} | {:.2} / {:.2} | {:.0} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} / {} | {} | {} | {} | {} |",
                 s.label,
-                s.created,
+                f(m(|x| Some(x.created as f64)), 0),
                 s.concurrency,
-                s.create_per_s,
-                s.create_p50_ms,
-                s.create_p99_ms,
-                s.delete_per_s,
-                s.create_failed + s.delete_failed,
-                s.rss_per_session.map_or("-".into(), |b| format!(
+                f(m(|x| Some(x.create_per_s)), 0),
+                f(m(|x| Some(x.create_p50_ms)), 2),
+                f(m(|x| Some(x.create_p99_ms)), 2),
+                f(m(|x| Some(x.delete_per_s)), 0),
+                rs.iter()
+                    .map(|x| x.create_failed + x.delete_failed)
+                    .sum::<u64>(),
+                m(|x| x.rss_per_session).map_or("-".into(), |b| format!(
                     "{:.0} B ({:.2} KiB)",
                     b,
                     b / 1024.0
                 )),
-                f(s.fds_per_session, 2)
+                f(m(|x| x.fds_per_session), 2)
             );
         }
         out.push('\n');
@@ -460,6 +645,7 @@ mod tests {
             relay_cpu_ns: Some(100_000_000),
             relay_core_ns: None,
             gen_cpu_ns: None,
+            gen_core_ns: None,
             udp_drops: None,
         }
     }
@@ -494,6 +680,14 @@ mod tests {
     }
 
     #[test]
+    fn a_saturated_relay_is_the_limit_even_with_a_short_generator() {
+        let mut o = outcome(9_000, 9_000);
+        o.relay_cpu_ns = Some(990_000_000);
+        let r = RelayResult::from_outcome(info(10_000), &o, C);
+        assert_eq!(r.limit, "relay");
+    }
+
+    #[test]
     fn loss_fails_the_point_on_the_relay() {
         let r = RelayResult::from_outcome(info(10_000), &outcome(10_000, 9_900), C);
         assert!(!r.pass);
@@ -506,7 +700,7 @@ mod tests {
         let line = serde_json::to_string(&Record::Relay(r)).unwrap();
         assert!(line.contains("\"kind\":\"relay\""));
         let back: Record = serde_json::from_str(&line).unwrap();
-        let md = markdown(&[back], "fwd");
+        let md = markdown(&[vec![back]], "fwd");
         assert!(md.contains("| fwd | 10k | 100 | 10000 | 1.00 |"), "{md}");
     }
 }

@@ -103,6 +103,9 @@ struct RelayArgs {
     /// Pacing period, µs.
     #[arg(long, default_value_t = 1000)]
     tick_us: u64,
+    /// Never sleep between events (a whole core spins; no wake-ups).
+    #[arg(long)]
+    busy_poll: bool,
     /// Pass criterion: loss below this, %.
     #[arg(long, default_value_t = 0.1)]
     max_loss_pct: f64,
@@ -146,6 +149,9 @@ struct SessionsArgs {
     /// Wait this long before reading memory, s.
     #[arg(long, default_value_t = 1.0)]
     settle: f64,
+    /// Ask for rtcp-mux on both legs (one socket per leg instead of two).
+    #[arg(long)]
+    rtcp_mux: bool,
     /// Name in the results.
     #[arg(long, default_value = "kordon")]
     label: String,
@@ -171,7 +177,8 @@ struct WaitArgs {
 
 #[derive(clap::Args)]
 struct ReportArgs {
-    /// JSON-lines files written by `relay --out` / `sessions --out`.
+    /// JSON-lines files written by `relay --out` / `sessions --out`, one per run;
+    /// with several, the tables show medians over runs.
     files: Vec<PathBuf>,
     /// The label the CPU ratio is computed against.
     #[arg(long, default_value = "fwd")]
@@ -370,6 +377,8 @@ fn relay(a: RelayArgs) -> Result<()> {
         dests,
         relay_pid: a.relay_pid,
         relay_cpu: a.relay_cpu,
+        gen_cpu: a.cpu,
+        busy_poll: a.busy_poll,
     };
     let outcome = gen::run(&spec, &pools);
     let torn = teardown.run();
@@ -420,11 +429,15 @@ fn sessions(a: SessionsArgs) -> Result<()> {
         .map(|(i, id)| {
             // Plausible, distinct remotes; no traffic is sent to them.
             let port = 10_000 + (2 * i % 50_000) as u16;
-            grpc::session_request(
+            let mut r = grpc::session_request(
                 id.clone(),
                 SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
                 SocketAddrV4::new(Ipv4Addr::LOCALHOST, port + 1),
-            )
+            );
+            for leg in [&mut r.leg_a, &mut r.leg_b].into_iter().flatten() {
+                leg.rtcp_mux = a.rtcp_mux;
+            }
+            r
         })
         .collect();
     let created = rt.block_on(grpc::create_sessions(&client, reqs, a.concurrency));
@@ -543,9 +556,11 @@ fn wait_ready(a: WaitArgs) -> Result<()> {
 }
 
 fn report_cmd(a: ReportArgs) -> Result<()> {
-    let mut records = Vec::new();
+    // Each file is one run; figures are medians over runs.
+    let mut runs = Vec::new();
     for path in &a.files {
         let f = std::fs::File::open(path).with_context(|| format!("open {}", path.display()))?;
+        let mut records = Vec::new();
         for (n, line) in BufReader::new(f).lines().enumerate() {
             let line = line?;
             if line.trim().is_empty() {
@@ -556,7 +571,8 @@ fn report_cmd(a: ReportArgs) -> Result<()> {
                 Err(e) => eprintln!("{}:{}: skipped: {e}", path.display(), n + 1),
             }
         }
+        runs.push(records);
     }
-    print!("{}", report::markdown(&records, &a.baseline));
+    print!("{}", report::markdown(&runs, &a.baseline));
     Ok(())
 }
