@@ -9,7 +9,9 @@
 #                    [--search-streams N] [--sessions N] [--no-build] [--no-sessions]
 #
 #   --quick            smoke run: 2 s windows, short search; a few minutes in all
-#   --relays LIST      comma list among kordon-io_uring,kordon-mmsg,fwd,rtpengine
+#   --relays LIST      comma list among kordon-io_uring,kordon-mmsg,kordon-ng,fwd,rtpengine
+#                      (kordon-ng: Kordon with io_uring, set up over its ng front door
+#                      by the same ng driver as rtpengine)
 #   --duration S       measuring window of each point (default 10)
 #   --warmup S         full-rate warm-up before each window (default 2)
 #   --search-streams N streams used by the max-rate search (default 1000)
@@ -36,7 +38,7 @@ FWD_BASE=2000
 LIFETIME=1800            # every relay we start dies by itself after this (s)
 
 QUICK=0
-RELAYS=kordon-io_uring,kordon-mmsg,fwd,rtpengine
+RELAYS=kordon-io_uring,kordon-mmsg,kordon-ng,fwd,rtpengine
 DURATION=10
 WARMUP=2
 SEARCH_STREAMS=1000
@@ -164,7 +166,7 @@ start_pinned() {
     [ -n "$RELAY_PID" ]
 }
 
-write_kordon_config() { # backend internal_min internal_max external_min external_max file
+write_kordon_config() { # backend internal_min internal_max external_min external_max file [ng_listen]
     cat > "$6" << EOF
 [general]
 log = "warn"
@@ -189,6 +191,10 @@ port_max = $5
 
 [metrics]
 listen = ""
+
+[ng]
+listen = "${7:-}"
+default_interface = "internal"
 EOF
 }
 
@@ -201,6 +207,13 @@ start_relay() { # label -> 0 when ready
             write_kordon_config "$backend" 20000 29999 30000 39999 "$cfg"
             start_pinned "$logfile" "$BIN/kordon" dataplane --config "$cfg" || return 1
             "$LOADGEN" wait-ready --target kordon --grpc "http://$GRPC_ADDR" --timeout 30 2>&1 | tail -n 1 >&2 || return 1
+            ;;
+        kordon-ng)
+            [ -x "$BIN/kordon" ] || { log "$label: no $BIN/kordon"; return 1; }
+            local cfg=$OUT/$label.toml
+            write_kordon_config io_uring 20000 29999 30000 39999 "$cfg" "$NG_ADDR"
+            start_pinned "$logfile" "$BIN/kordon" dataplane --config "$cfg" || return 1
+            "$LOADGEN" wait-ready --target rtpengine --ng "$NG_ADDR" --timeout 30 2>&1 | tail -n 1 >&2 || return 1
             ;;
         fwd)
             start_pinned "$logfile" "$BIN/kordon-fwd" --pairs 1000 --base-port "$FWD_BASE" \
@@ -223,7 +236,8 @@ start_relay() { # label -> 0 when ready
 }
 
 target_of() {
-    case "$1" in kordon-*) echo kordon ;; *) echo "$1" ;; esac
+    # kordon-ng is driven by the ng driver, exactly as rtpengine is.
+    case "$1" in kordon-ng) echo rtpengine ;; kordon-*) echo kordon ;; *) echo "$1" ;; esac
 }
 
 # run_point label tag streams rate duration -> 0 = pass. A point that failed
@@ -295,11 +309,12 @@ for run in $(seq "$REPEAT"); do
     done
 
     if [ "$DO_SESSIONS" = 1 ]; then
-        # Kordon binds an RTP and an RTCP socket per leg: 4 descriptors per session.
+        # Sessions ask for rtcp-mux (as WebRTC and most modern peers do): one
+        # socket per leg, 2 descriptors per session (4 without mux).
         fd_limit=$(ulimit -n)
-        if [ "$fd_limit" != unlimited ] && [ $((SESSIONS * 4 + 1024)) -gt "$fd_limit" ]; then
-            capped=$(((fd_limit - 1024) / 4))
-            log "descriptor limit $fd_limit (hard $(ulimit -Hn)) cannot hold $SESSIONS sessions x 4 sockets: measuring $capped"
+        if [ "$fd_limit" != unlimited ] && [ $((SESSIONS * 2 + 64)) -gt "$fd_limit" ]; then
+            capped=$(((fd_limit - 64) / 2 / 100 * 100))
+            log "descriptor limit $fd_limit (hard $(ulimit -Hn)) cannot hold $SESSIONS sessions x 2 sockets: measuring $capped"
             SESSIONS=$capped
         fi
         log "=== sessions: $SESSIONS idle sessions over gRPC (kordon, io_uring)"
@@ -309,7 +324,7 @@ for run in $(seq "$REPEAT"); do
         if [ -x "$BIN/kordon" ] && start_pinned "$OUT/kordon-sessions-$STAMP-run$run.log" "$BIN/kordon" dataplane --config "$cfg" \
             && "$LOADGEN" wait-ready --target kordon --grpc "http://$GRPC_ADDR" --timeout 30 2>&1 | tail -n 1 >&2; then
             nice -n "$NICE" taskset -c "$GEN_CPU" "$LOADGEN" sessions --grpc "http://$GRPC_ADDR" --count "$SESSIONS" \
-                --concurrency 64 --relay-pid "$RELAY_PID" --cpu "$GEN_CPU" --label kordon \
+                --concurrency 64 --relay-pid "$RELAY_PID" --cpu "$GEN_CPU" --label kordon --rtcp-mux \
                 --out "$RESULTS" || log "sessions bench failed"
         else
             log "kordon did not start for the sessions bench (log: $OUT/kordon-sessions-$STAMP-run$run.log)"

@@ -2,10 +2,24 @@
 # and nothing twice.
 set -euo pipefail
 
-# Debian packages the build and the tests use.
-# kamailio (with its rtpengine module), sip-tester (SIPp) and rtpengine-daemon:
-# the ng end-to-end tests (tests/ng_kamailio.rs, tests/ng_vs_rtpengine.rs).
-KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config iproute2 curl kamailio sip-tester rtpengine-daemon}"
+# Debian packages the build needs (scripts/run.sh) ...
+KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config}"
+# ... and the real peers the tests talk to (scripts/test.sh only): kamailio
+# (with its rtpengine module), sip-tester (SIPp) and rtpengine-daemon for the ng
+# end-to-end tests (tests/ng_kamailio.rs, tests/ng_vs_rtpengine.rs).
+KORDON_TEST_DEB_PACKAGES="${KORDON_TEST_DEB_PACKAGES:-iproute2 curl kamailio sip-tester rtpengine-daemon}"
+
+# The peers' packages may start system services (kamailio, rtpengine): the
+# tests start their own instances on their own ports, so those are stopped.
+stop_packaged_services() {
+    command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] || return 0
+    for unit in kamailio rtpengine-daemon; do
+        if systemctl is-active --quiet "$unit" 2>/dev/null || systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+            echo "stopping and disabling the packaged $unit service (tests run their own)"
+            systemctl disable --now "$unit" >/dev/null 2>&1 || true
+        fi
+    done
+}
 
 ensure_debs() {
     local missing=()
