@@ -19,7 +19,8 @@ use super::calls::Calls;
 pub struct NgConfig {
     /// UDP listener of the ng protocol; empty = off.
     pub listen: String,
-    /// Interface for both sides when a request names no `direction`.
+    /// Interface for both sides when a request names no `direction`; empty =
+    /// `internal` if configured, else the first interface by name.
     pub default_interface: String,
     /// How long an answer is kept for retransmitted cookies.
     pub cookie_cache_secs: u64,
@@ -29,7 +30,7 @@ impl Default for NgConfig {
     fn default() -> Self {
         NgConfig {
             listen: "127.0.0.1:22222".into(),
-            default_interface: "internal".into(),
+            default_interface: String::new(),
             cookie_cache_secs: 30,
         }
     }
