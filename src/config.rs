@@ -160,6 +160,7 @@ impl Config {
             .addr()
             .map_err(|reason| ConfigError::new("ng.listen", reason))?;
         if ng.is_some()
+            && !self.ng.default_interface.is_empty()
             && !self
                 .dataplane
                 .interfaces
@@ -174,6 +175,22 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The interface ng uses when a request names none.
+    pub(crate) fn ng_default_interface(&self) -> String {
+        if !self.ng.default_interface.is_empty() {
+            return self.ng.default_interface.clone();
+        }
+        if self.dataplane.interfaces.contains_key("internal") {
+            return "internal".to_string();
+        }
+        self.dataplane
+            .interfaces
+            .keys()
+            .next()
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The effective configuration as TOML.

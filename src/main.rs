@@ -154,7 +154,7 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
             let calls = std::sync::Arc::new(Calls::new(
                 media,
                 NgSettings {
-                    default_interface: cfg.ng.default_interface.clone(),
+                    default_interface: cfg.ng_default_interface(),
                 },
             ));
             let ttl = Duration::from_secs(cfg.ng.cookie_cache_secs);
