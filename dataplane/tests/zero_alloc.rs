@@ -100,14 +100,23 @@ fn relay_allocations(backend: BackendChoice, port_min: u16) -> u64 {
     let mut pkt = [0u8; 172];
     pkt[0] = 0x80;
     let mut rx = [0u8; 2048];
+    // A blocking receive may be interrupted (EINTR) by a signal to the
+    // process; that is no lost packet, so it is simply retried.
+    fn recv(s: &UdpSocket, buf: &mut [u8]) -> usize {
+        loop {
+            match s.recv_from(buf) {
+                Ok((n, _)) => return n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => panic!("receive: {e}"),
+            }
+        }
+    }
     let mut round = |seq: u16| {
         pkt[2..4].copy_from_slice(&seq.to_be_bytes());
         a.send_to(&pkt, to_a).unwrap();
-        let (n, _) = b.recv_from(&mut rx).unwrap();
-        assert_eq!(n, 172);
+        assert_eq!(recv(&b, &mut rx), 172);
         b.send_to(&pkt, to_b).unwrap();
-        let (n, _) = a.recv_from(&mut rx).unwrap();
-        assert_eq!(n, 172);
+        assert_eq!(recv(&a, &mut rx), 172);
     };
     // Warm-up: latching (an event), first touches of buffers.
     for seq in 0..200 {

@@ -640,13 +640,22 @@ impl Peer {
     /// Receives one datagram within `timeout`.
     pub(crate) fn recv(&self, timeout: Duration) -> Option<(Vec<u8>, SocketAddr)> {
         let mut buf = [0u8; 2048];
-        self.sock
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .expect("set_read_timeout");
-        match self.sock.recv_from(&mut buf) {
-            Ok((n, from)) => Some((buf[..n].to_vec(), from)),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-            Err(e) => panic!("{} receiving: {e}", self.addr()),
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            self.sock
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .expect("set_read_timeout");
+            match self.sock.recv_from(&mut buf) {
+                Ok((n, from)) => return Some((buf[..n].to_vec(), from)),
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    return None
+                }
+                // A receive with a timeout is not restarted after a signal.
+                Err(e) if e.kind() == ErrorKind::Interrupted && !left.is_zero() => continue,
+                Err(e) if e.kind() == ErrorKind::Interrupted => return None,
+                Err(e) => panic!("{} receiving: {e}", self.addr()),
+            }
         }
     }
 
@@ -1021,7 +1030,12 @@ impl Ng {
                 .expect("set_read_timeout");
             let n = match self.sock.recv_from(&mut buf) {
                 Ok((n, _)) => n,
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
                     continue
                 }
                 Err(e) => panic!("receiving an ng answer: {e}"),
