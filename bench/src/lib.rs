@@ -6,7 +6,6 @@
 //! `kordon-fwd` (the minimal forwarder); `bench/compare.sh` runs the comparison.
 //! See `bench/README.md` for what each figure means.
 
-pub mod bencode;
 pub mod gen;
 pub mod grpc;
 pub mod hist;

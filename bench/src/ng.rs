@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::bencode::{self, Value};
+use kordon_controlplane::ng::bencode::{self, Value};
 
 /// How long to wait for one reply before resending.
 const REPLY_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -42,7 +42,7 @@ impl NgClient {
         let cookie = format!("{:x}", self.next_cookie);
         let mut out = cookie.as_bytes().to_vec();
         out.push(b' ');
-        msg.encode_into(&mut out);
+        bencode::encode(msg, &mut out);
         for _ in 0..ATTEMPTS {
             self.sock.send(&out).context("ng send")?;
             loop {
@@ -65,7 +65,7 @@ impl NgClient {
                 if &reply[..space] != cookie.as_bytes() {
                     continue; // a late reply to an earlier request
                 }
-                let v = bencode::decode(&reply[space + 1..]).context("ng reply")?;
+                let v = bencode::decode_all(&reply[space + 1..]).context("ng reply")?;
                 match v.get("result").and_then(Value::as_str) {
                     Some("ok") | Some("pong") => return Ok(v),
                     other => {
@@ -80,7 +80,7 @@ impl NgClient {
 
     /// `ping` → `pong`.
     pub fn ping(&mut self) -> Result<()> {
-        self.request(&Value::dict([("command", Value::str("ping"))]))
+        self.request(&Value::dict().with("command", "ping"))
             .map(|_| ())
     }
 
@@ -92,16 +92,15 @@ impl NgClient {
         a: SocketAddrV4,
         b: SocketAddrV4,
     ) -> Result<(SocketAddrV4, SocketAddrV4)> {
-        let flags = || Value::str_list(&["origin", "session-connection"]);
-        let offer = Value::dict([
-            ("command", Value::str("offer")),
-            ("call-id", Value::str(call_id)),
-            ("from-tag", Value::str("a")),
-            ("sdp", Value::str(&sdp(a, 1))),
-            ("replace", flags()),
-            ("ICE", Value::str("remove")),
-            ("transport-protocol", Value::str("RTP/AVP")),
-        ]);
+        let flags = || Value::List(vec!["origin".into(), "session-connection".into()]);
+        let offer = Value::dict()
+            .with("command", "offer")
+            .with("call-id", call_id)
+            .with("from-tag", "a")
+            .with("sdp", sdp(a, 1))
+            .with("replace", flags())
+            .with("ICE", "remove")
+            .with("transport-protocol", "RTP/AVP");
         let r = self
             .request(&offer)
             .with_context(|| format!("offer {call_id}"))?;
@@ -111,15 +110,14 @@ impl NgClient {
             .and_then(Value::as_str)
             .and_then(media_addr)
             .ok_or_else(|| anyhow!("offer {call_id}: no usable SDP in the reply"))?;
-        let answer = Value::dict([
-            ("command", Value::str("answer")),
-            ("call-id", Value::str(call_id)),
-            ("from-tag", Value::str("a")),
-            ("to-tag", Value::str("b")),
-            ("sdp", Value::str(&sdp(b, 2))),
-            ("replace", flags()),
-            ("ICE", Value::str("remove")),
-        ]);
+        let answer = Value::dict()
+            .with("command", "answer")
+            .with("call-id", call_id)
+            .with("from-tag", "a")
+            .with("to-tag", "b")
+            .with("sdp", sdp(b, 2))
+            .with("replace", flags())
+            .with("ICE", "remove");
         let r = self
             .request(&answer)
             .with_context(|| format!("answer {call_id}"))?;
@@ -134,11 +132,10 @@ impl NgClient {
 
     /// Deletes a call.
     pub fn delete_call(&mut self, call_id: &str) -> Result<()> {
-        let del = Value::dict([
-            ("command", Value::str("delete")),
-            ("call-id", Value::str(call_id)),
-            ("from-tag", Value::str("a")),
-        ]);
+        let del = Value::dict()
+            .with("command", "delete")
+            .with("call-id", call_id)
+            .with("from-tag", "a");
         self.request(&del).map(|_| ())
     }
 }
