@@ -22,7 +22,7 @@ for crate_dir in dataplane controlplane; do
             "fuzz/target/corpus-work/$target" "fuzz/corpus/$target" -- \
             -max_total_time="${KORDON_FUZZ_SECONDS:-10}" -rss_limit_mb=2048 >/dev/null 2>"fuzz/$target.log") \
             || { echo "fuzz target $target failed:"; tail -40 "$crate_dir/fuzz/$target.log"; exit 1; }
-        echo "fuzz $target: $(grep -Eo '#[0-9]+ +DONE.*' "$crate_dir/fuzz/$target.log" | tail -1 || echo done)"
+        echo "fuzz $target: $(grep -Eo 'Done [0-9]+ runs in [0-9]+ second.*' "$crate_dir/fuzz/$target.log" | tail -1 || echo done)"
     done
 done
 echo "all tests passed"
