@@ -9,7 +9,10 @@ stop_packaged_services
 ensure_rust
 
 echo "== cargo test (workspace, all targets)"
-cargo test --workspace --all-targets --no-fail-fast
+mkdir -p target
+cargo test --workspace --all-targets --no-fail-fast 2>&1 | tee target/test-output.log
+passed=$(grep -Eo '^test result: [a-zA-Z]+\. [0-9]+ passed' target/test-output.log | awk '{s += $4} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed;' target/test-output.log | awk '{s += $1} END {print s + 0}')
 
 echo "== fuzz smoke (${KORDON_FUZZ_SECONDS:-10}s per target)"
 ensure_cargo_tool cargo-fuzz cargo-fuzz
@@ -25,4 +28,5 @@ for crate_dir in dataplane controlplane; do
         echo "fuzz $target: $(grep -Eo 'Done [0-9]+ runs in [0-9]+ second.*' "$crate_dir/fuzz/$target.log" | tail -1 || echo done)"
     done
 done
-echo "all tests passed"
+echo "all tests and fuzz targets passed"
+echo "tests: $passed passed, $failed failed"
