@@ -124,6 +124,14 @@ pub async fn serve(
             match c.map.get(cookie) {
                 Some(Cached::Done(_, answer)) => Some(Some(answer.clone())),
                 Some(Cached::InProgress(_)) => Some(None),
+                // Full even after the sweep: a flood of new cookies. Refuse
+                // rather than let the cache (and the tasks) grow without bound.
+                None if c.map.len() >= MAX_CACHED => Some(Some(Arc::new(reply(
+                    cookie,
+                    &Value::dict()
+                        .with("result", "error")
+                        .with("error-reason", "too many requests in flight; retry later"),
+                )))),
                 None => {
                     c.map.insert(cookie.to_vec(), Cached::InProgress(now));
                     None
