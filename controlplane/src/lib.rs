@@ -8,6 +8,10 @@
 //!
 //! SIP, calls, routing, CDR and verification build on them.
 
+pub mod cdr;
 pub mod media;
 pub mod ng;
+pub mod registrar;
+pub mod routing;
 pub mod sdp;
+pub mod sip;

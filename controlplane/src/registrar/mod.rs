@@ -1,0 +1,1 @@
+//! Registrar: users from config, digest-authenticated REGISTER, locations in memory.

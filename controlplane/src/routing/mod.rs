@@ -1,0 +1,1 @@
+//! Number normalization, routing by prefix, class of service and admission.

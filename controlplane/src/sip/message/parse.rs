@@ -1,0 +1,1 @@
+//! Parsing with rsip into [`super::Message`].

@@ -1,0 +1,1 @@
+//! SIP transports: UDP, TCP and TLS listeners on named interfaces.
