@@ -3,7 +3,8 @@
 //! Parsing is done by `rsip` (see [`parse`]); its result is turned into these
 //! owned types, so the transaction, dialog and B2BUA layers never touch rsip
 //! and the parser can be swapped without them noticing. Serialization is
-//! [`Request::to_bytes`] / [`Response::to_bytes`].
+//! [`Request::to_bytes`] / [`Response::to_bytes`], ours: it only writes
+//! header lines and is not worth a dependency.
 //!
 //! Header names are stored in their canonical long form (`v` becomes `Via`),
 //! so lookups compare case-insensitively against one spelling. Typed views
@@ -17,8 +18,8 @@ use bytes::Bytes;
 mod parse;
 mod types;
 
-// parse::{parse, ParseError, MAX_MESSAGE_BYTES} and types::{CSeq, NameAddr, Params, Uri, UriScheme, Via} come next.
-
+pub use parse::{default_reason, parse, ParseError, MAX_MESSAGE_BYTES};
+pub use types::{CSeq, NameAddr, Params, Uri, UriScheme, Via};
 
 /// A SIP method.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -159,7 +160,11 @@ impl Headers {
     pub fn set(&mut self, name: &str, value: impl Into<String>) {
         let canon = canonical_name(name);
         let value = value.into();
-        if let Some(pos) = self.0.iter().position(|h| h.name.eq_ignore_ascii_case(canon)) {
+        if let Some(pos) = self
+            .0
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(canon))
+        {
             self.0.retain({
                 let mut i = 0usize;
                 move |h| {
@@ -168,7 +173,11 @@ impl Headers {
                     keep
                 }
             });
-            if let Some(h) = self.0.iter_mut().find(|h| h.name.eq_ignore_ascii_case(canon)) {
+            if let Some(h) = self
+                .0
+                .iter_mut()
+                .find(|h| h.name.eq_ignore_ascii_case(canon))
+            {
                 h.value = value;
             }
         } else {
@@ -185,7 +194,10 @@ impl Headers {
     /// Removes the first value of `name` (the top Via), returning it.
     pub fn remove_first(&mut self, name: &str) -> Option<String> {
         let canon = canonical_name(name);
-        let pos = self.0.iter().position(|h| h.name.eq_ignore_ascii_case(canon))?;
+        let pos = self
+            .0
+            .iter()
+            .position(|h| h.name.eq_ignore_ascii_case(canon))?;
         Some(self.0.remove(pos).value)
     }
 
