@@ -5,6 +5,7 @@
 //! async layer that moves bytes between sockets and the machines.
 
 pub mod auth;
+pub mod dialog;
 pub mod message;
 pub mod transport;
 pub mod txn;
