@@ -10,7 +10,7 @@
 //! not know or cannot honour are answered as a `warning`, never a failure.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use kordon_proto::v1 as pb;
@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::bencode::Value;
 use crate::media::{MediaClient, MediaError};
-use crate::sdp::{self, Attributes as _, Connection, Direction, Rtcp, Sdp};
+use crate::sdp::{self, Connection, Direction, Rtcp, Sdp};
 
 /// Settings of the command layer.
 #[derive(Debug, Clone)]
@@ -240,75 +240,17 @@ fn addr_of(e: &Option<pb::Endpoint>) -> Option<SocketAddr> {
     ))
 }
 
-/// What one side's SDP says about one media section.
-struct Side {
-    remote_rtp: Option<SocketAddr>,
-    remote_rtcp: Option<SocketAddr>,
-    direction: Direction,
-    rtcp_mux: bool,
-    /// `c=0.0.0.0` (or `::`): the RFC 2543 way of putting a call on hold.
-    held: bool,
-}
-
-/// The unspecified address of `ip`'s family (`c=` of a call on hold).
-fn unspecified(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-        IpAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-    }
-}
-
-fn side_of(sdp: &Sdp, m: &sdp::Media, o: &Opts) -> Side {
-    let mut rtp = sdp.rtp_addr(m);
-    // With a=rtcp-mux the data plane sends RTCP to the RTP address and ignores
-    // this one until mux is turned off (the answer declined it): then RTCP
-    // goes where the SDP said it would without mux, a=rtcp or RTP port + 1.
-    let mut rtcp = if m.rtcp_mux() {
-        rtp.and_then(|r| match m.rtcp() {
-            Some(Rtcp {
-                port,
-                connection: Some(c),
-            }) => c.ip().map(|ip| SocketAddr::new(ip, port)),
-            Some(Rtcp {
-                port,
-                connection: None,
-            }) => Some(SocketAddr::new(r.ip(), port)),
-            None => r.port().checked_add(1).map(|p| SocketAddr::new(r.ip(), p)),
-        })
-    } else {
-        sdp.rtcp_addr(m)
-    };
+/// What one side's SDP says about one media section, with the ng options
+/// applied.
+fn side_of(sdp: &Sdp, m: &sdp::Media, o: &Opts) -> sdp::MediaSide {
     let forced = o.media_address.or(if o.sip_source_address {
         o.received_from
     } else {
         None
     });
-    if let Some(ip) = forced {
-        rtp = rtp.map(|a| SocketAddr::new(ip, a.port()));
-        rtcp = rtcp.map(|a| SocketAddr::new(ip, a.port()));
-    }
-    let mut direction = sdp.direction_of(m);
-    // A peer on hold through c=0.0.0.0 receives nothing, whatever direction it
-    // wrote; and nothing may be sent to 0.0.0.0, which would reach this host.
-    let held = sdp
-        .connection_for(m)
-        .is_some_and(Connection::is_unspecified);
-    if held {
-        rtp = None;
-        rtcp = None;
-        direction = match direction {
-            Direction::SendRecv => Direction::SendOnly,
-            Direction::RecvOnly => Direction::Inactive,
-            d => d,
-        };
-    }
-    Side {
-        remote_rtp: rtp,
-        remote_rtcp: rtcp,
-        direction,
-        rtcp_mux: m.rtcp_mux() && !o.rtcp_mux_demux && !o.rtcp_mux_reject,
-        held,
-    }
+    let mut side = sdp::media_side(sdp, m, forced);
+    side.rtcp_mux = side.rtcp_mux && !o.rtcp_mux_demux && !o.rtcp_mux_reject;
+    side
 }
 
 /// The ng commands over a data plane.
@@ -570,7 +512,7 @@ impl Calls {
                 // A peer on hold keeps seeing c=0.0.0.0 (as rtpengine does).
                 if mm.connection().is_some() || !session_c {
                     let ip = if side.held {
-                        unspecified(local.ip())
+                        sdp::unspecified(local.ip())
                     } else {
                         local.ip()
                     };
@@ -609,7 +551,7 @@ impl Calls {
             let ip = first.local[other].ip();
             if sdp.connection().is_some() || o.replace_session_connection {
                 let held = sdp.connection().is_some_and(Connection::is_unspecified);
-                let c = if held { unspecified(ip) } else { ip };
+                let c = if held { sdp::unspecified(ip) } else { ip };
                 sdp.set_session_connection(Connection::from_ip(c));
             }
             if o.replace_origin {

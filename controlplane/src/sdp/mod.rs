@@ -46,6 +46,7 @@ use std::fmt;
 mod model;
 mod parse;
 mod rewrite;
+mod side;
 #[cfg(test)]
 mod tests;
 
@@ -54,6 +55,7 @@ pub use model::{
     OtherLine, Rtcp, Rtpmap, Sdp, ICE_ATTRIBUTES,
 };
 pub use parse::parse;
+pub use side::{media_side, unspecified, MediaSide};
 
 /// Largest body [`parse`] accepts, in bytes.
 pub const MAX_BYTES: usize = 64 * 1024;
