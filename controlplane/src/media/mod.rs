@@ -203,3 +203,15 @@ pub fn leg(
 
 #[cfg(test)]
 mod tests;
+
+/// The data plane's direction for an SDP direction.
+pub fn pb_direction(d: crate::sdp::Direction) -> kordon_proto::v1::Direction {
+    use crate::sdp::Direction as D;
+    use kordon_proto::v1::Direction as P;
+    match d {
+        D::SendRecv => P::Sendrecv,
+        D::SendOnly => P::Sendonly,
+        D::RecvOnly => P::Recvonly,
+        D::Inactive => P::Inactive,
+    }
+}

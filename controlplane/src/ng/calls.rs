@@ -18,7 +18,7 @@ use tokio::sync::Mutex;
 
 use super::bencode::Value;
 use crate::media::{MediaClient, MediaError};
-use crate::sdp::{self, Connection, Direction, Rtcp, Sdp};
+use crate::sdp::{self, Connection, Rtcp, Sdp};
 
 /// Settings of the command layer.
 #[derive(Debug, Clone)]
@@ -223,15 +223,6 @@ fn endpoint(a: SocketAddr) -> pb::Endpoint {
     }
 }
 
-fn to_pb_direction(d: Direction) -> pb::Direction {
-    match d {
-        Direction::SendRecv => pb::Direction::Sendrecv,
-        Direction::SendOnly => pb::Direction::Sendonly,
-        Direction::RecvOnly => pb::Direction::Recvonly,
-        Direction::Inactive => pb::Direction::Inactive,
-    }
-}
-
 fn addr_of(e: &Option<pb::Endpoint>) -> Option<SocketAddr> {
     let e = e.as_ref()?;
     Some(SocketAddr::new(
@@ -421,7 +412,7 @@ impl Calls {
                         remote_rtp: side.remote_rtp.map(endpoint),
                         remote_rtcp: side.remote_rtcp.map(endpoint),
                         expected_source_ip: expected.map(|i| i.to_string()),
-                        direction: to_pb_direction(side.direction) as i32,
+                        direction: crate::media::pb_direction(side.direction) as i32,
                         rtcp_mux: Some(side.rtcp_mux),
                         ..Default::default()
                     };
@@ -458,7 +449,7 @@ impl Calls {
                         remote_rtp: side.remote_rtp.map(endpoint),
                         remote_rtcp: side.remote_rtcp.map(endpoint),
                         expected_source_ip: expected.map(|i| i.to_string()).unwrap_or_default(),
-                        direction: to_pb_direction(side.direction) as i32,
+                        direction: crate::media::pb_direction(side.direction) as i32,
                         rtcp_mux: side.rtcp_mux,
                         ..Default::default()
                     };
