@@ -20,6 +20,10 @@ pub(crate) struct Config {
     pub metrics: Metrics,
     /// The rtpengine-compatible ng control protocol.
     pub ng: kordon_controlplane::ng::NgConfig,
+    /// The SIP B2BUA: interfaces, trunks, users, routes, timers.
+    pub sip: kordon_controlplane::b2bua::SipConfig,
+    /// Call detail records.
+    pub cdr: kordon_controlplane::cdr::CdrConfig,
 }
 
 /// `[general]`
@@ -174,6 +178,16 @@ impl Config {
                 ),
             ));
         }
+        let media: Vec<&str> = self.dataplane.interfaces.keys().map(String::as_str).collect();
+        self.sip
+            .validate(&media)
+            .map_err(|(key, reason)| ConfigError::new(key, reason))?;
+        self.cdr
+            .validate()
+            .map_err(|m| match m.split_once(':') {
+                Some((k, r)) => ConfigError::new(k.trim(), r.trim().to_string()),
+                None => ConfigError::new("cdr", m),
+            })?;
         Ok(())
     }
 

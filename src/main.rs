@@ -10,6 +10,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
+use kordon_controlplane::b2bua::SipService;
 use kordon_controlplane::media::MediaClient;
 use kordon_controlplane::ng::{Calls, NgSettings};
 use kordon_dataplane::Dataplane;
@@ -45,6 +46,33 @@ enum Cmd {
         #[command(subcommand)]
         action: ConfigCmd,
     },
+    /// Call detail records (read from the CDR database; works while Kordon runs).
+    Cdr {
+        #[command(subcommand)]
+        action: CdrCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CdrCmd {
+    /// Writes every record as CSV to standard output.
+    Export {
+        /// CSV (the only format so far; accepted for clarity).
+        #[arg(long)]
+        csv: bool,
+        /// Only calls that started at or after this RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+    },
+    /// Prints the last records, one line each.
+    Tail {
+        /// How many.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing new records as they are written.
+        #[arg(short, long)]
+        follow: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -77,6 +105,7 @@ fn main() -> ExitCode {
             println!("configuration is valid");
             Ok(())
         }
+        Cmd::Cdr { action } => cdr_command(&cfg, action),
         Cmd::Run => serve(cfg, true),
         Cmd::Dataplane => serve(cfg, false),
     };
@@ -87,6 +116,38 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn cdr_command(cfg: &Config, action: CdrCmd) -> anyhow::Result<()> {
+    use kordon_controlplane::cdr;
+    let db = cfg.cdr.db_path(&cfg.general.data_dir);
+    let mut out = std::io::stdout().lock();
+    match action {
+        CdrCmd::Export { csv: _, since } => {
+            let since = match since {
+                Some(s) => Some(
+                    chrono::DateTime::parse_from_rfc3339(&s)
+                        .with_context(|| format!("--since {s:?} is not an RFC 3339 time"))?
+                        .with_timezone(&chrono::Utc),
+                ),
+                None => None,
+            };
+            cdr::export_csv(&db, &mut out, since)
+                .with_context(|| format!("exporting {}", db.display()))?;
+        }
+        CdrCmd::Tail { lines, follow } => {
+            let mut last = cdr::tail(&db, lines, &mut out)
+                .with_context(|| format!("reading {}", db.display()))?;
+            while follow {
+                use std::io::Write as _;
+                out.flush()?;
+                std::thread::sleep(Duration::from_millis(500));
+                last = cdr::follow(&db, last, &mut out)
+                    .with_context(|| format!("reading {}", db.display()))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 fn init_logs(cfg: &Config) {
@@ -135,20 +196,20 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
                 }
             });
         }
+        // The control plane (ng, SIP) drives the data plane through its gRPC
+        // API, as any control plane does.
+        let mut local = grpc_addr;
+        if local.ip().is_unspecified() {
+            local.set_ip(if local.is_ipv4() {
+                std::net::Ipv4Addr::LOCALHOST.into()
+            } else {
+                std::net::Ipv6Addr::LOCALHOST.into()
+            });
+        }
         if let Some(addr) = cfg.ng.addr().map_err(anyhow::Error::msg)? {
             let socket = tokio::net::UdpSocket::bind(addr)
                 .await
                 .with_context(|| format!("binding ng listener {addr}"))?;
-            // The ng front door drives the data plane through its gRPC API, as
-            // any control plane does.
-            let mut local = grpc_addr;
-            if local.ip().is_unspecified() {
-                local.set_ip(if local.is_ipv4() {
-                    std::net::Ipv4Addr::LOCALHOST.into()
-                } else {
-                    std::net::Ipv6Addr::LOCALHOST.into()
-                });
-            }
             let media = MediaClient::lazy(&format!("http://{local}"), Duration::from_secs(5))
                 .map_err(anyhow::Error::msg)?;
             let calls = std::sync::Arc::new(Calls::new(
@@ -165,12 +226,31 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
                 }
             });
         }
+        let sip = if full && cfg.sip.enabled {
+            let media = MediaClient::lazy(&format!("http://{local}"), Duration::from_secs(5))
+                .map_err(anyhow::Error::msg)?;
+            let mut sip_cfg = cfg.sip.clone();
+            let names: Vec<&str> = cfg.dataplane.interfaces.keys().map(String::as_str).collect();
+            sip_cfg.resolve_media_interfaces(&names);
+            Some(
+                SipService::start(sip_cfg, &cfg.cdr, &cfg.general.data_dir, media)
+                    .await
+                    .context("starting SIP")?,
+            )
+        } else {
+            None
+        };
         let incoming = tokio_stream_from(listener);
-        tonic::transport::Server::builder()
+        let served = tonic::transport::Server::builder()
             .add_service(service.into_server())
             .serve_with_incoming_shutdown(incoming, shutdown_signal())
             .await
-            .context("gRPC server")
+            .context("gRPC server");
+        if let Some(sip) = sip {
+            tracing::info!("ending calls and draining CDRs");
+            sip.shutdown().await;
+        }
+        served
     });
     tracing::info!("stopping");
     dataplane.stop();

@@ -1,13 +1,16 @@
 //! Kordon's control plane.
 //!
-//! Today it holds:
+//! It holds:
+//! - [`b2bua`]: the SIP B2BUA (calls, trunks, routing, registrar glue, CDR);
+//! - [`sip`]: messages, transports, transactions, dialogs, digest auth;
+//! - [`routing`], [`registrar`], [`cdr`]: the call-control pieces it uses;
 //! - [`media`]: the client the control plane drives data planes with;
 //! - [`ng`]: the rtpengine ng control protocol (bencode over UDP);
 //! - [`sdp`]: SDP parsing, offer/answer reads and rewrites, shared by ng and
 //!   the B2BUA.
 //!
-//! SIP, calls, routing, CDR and verification build on them.
 
+pub mod b2bua;
 pub mod cdr;
 pub mod media;
 pub mod ng;

@@ -124,6 +124,10 @@ pub(crate) struct Config {
     pub(crate) lines: Vec<String>,
     /// First port of this configuration's media block.
     pub(crate) block: u16,
+    /// The subcommand: `dataplane` (default) or `run` (with SIP).
+    pub(crate) subcommand: &'static str,
+    /// TOML appended after the generated tables (`[sip]`, `[cdr]`...).
+    pub(crate) extra: String,
 }
 
 impl Config {
@@ -152,7 +156,17 @@ impl Config {
             ],
             lines: Vec::new(),
             block,
+            subcommand: "dataplane",
+            extra: String::new(),
         }
+    }
+
+    /// Runs `kordon run` (data plane, SIP, CDR) with `extra` TOML appended;
+    /// the data directory is the instance's temporary directory.
+    pub(crate) fn run_with(mut self, extra: &str) -> Config {
+        self.subcommand = "run";
+        self.extra = extra.to_string();
+        self
     }
 
     /// Adds a `key = value` line to `[dataplane]`.
@@ -213,6 +227,8 @@ impl Config {
         if !self.lines.iter().any(|l| l.contains("[ng]")) {
             t.push_str("\n[ng]\nlisten = \"\"\n");
         }
+        t.push('\n');
+        t.push_str(&self.extra);
         t
     }
 }
@@ -310,14 +326,19 @@ impl Kordon {
         let (grpc_port, metrics_port) = (free_tcp_port(), free_tcp_port());
         let dir = temp_dir("dp");
         let cfg_path = dir.join("kordon.toml");
-        std::fs::write(&cfg_path, config.toml(grpc_port, metrics_port))
-            .expect("writing the config");
+        let mut text = config.toml(grpc_port, metrics_port);
+        text = text.replacen(
+            "[general]\n",
+            &format!("[general]\ndata_dir = {:?}\n", dir.join("data").display().to_string()),
+            1,
+        );
+        std::fs::write(&cfg_path, text).expect("writing the config");
         let log = dir.join("kordon.stderr");
         let out = dir.join("kordon.stdout");
         let mut cmd = Command::new(kordon_bin());
         cmd.arg("--config")
             .arg(&cfg_path)
-            .arg("dataplane")
+            .arg(config.subcommand)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(File::create(&out).expect("creating the stdout file"))

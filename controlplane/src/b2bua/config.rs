@@ -68,7 +68,8 @@ pub struct SipInterface {
     #[serde(flatten)]
     pub sip: InterfaceConfig,
     /// The data plane interface (`dataplane.interfaces.<name>`) that media of
-    /// calls on this SIP interface use.
+    /// calls on this SIP interface use; "" = `external` if the data plane
+    /// has it, else its first interface.
     pub media_interface: String,
 }
 
@@ -76,7 +77,7 @@ impl Default for SipInterface {
     fn default() -> Self {
         SipInterface {
             sip: InterfaceConfig::default(),
-            media_interface: "external".to_string(),
+            media_interface: String::new(),
         }
     }
 }
@@ -298,6 +299,21 @@ impl AclEntry {
 }
 
 impl SipConfig {
+    /// Fills empty `media_interface`s: `external` if the data plane has it,
+    /// else its first interface.
+    pub fn resolve_media_interfaces(&mut self, media_interfaces: &[&str]) {
+        let fallback = if media_interfaces.contains(&"external") {
+            "external"
+        } else {
+            media_interfaces.first().copied().unwrap_or("")
+        };
+        for i in &mut self.interfaces {
+            if i.media_interface.is_empty() {
+                i.media_interface = fallback.to_string();
+            }
+        }
+    }
+
     /// Transaction timers.
     pub fn txn_timers(&self) -> crate::sip::txn::TimerConfig {
         crate::sip::txn::TimerConfig {
@@ -332,7 +348,9 @@ impl SipConfig {
                     format!("{:?} is not ip:port", iface.sip.listen),
                 );
             }
-            if !media_interfaces.contains(&iface.media_interface.as_str()) {
+            if !iface.media_interface.is_empty()
+                && !media_interfaces.contains(&iface.media_interface.as_str())
+            {
                 return err(
                     format!("sip.interfaces[{i}].media_interface"),
                     format!(
