@@ -107,7 +107,6 @@ struct BLeg {
     invite: Request,
     peer: Peer,
     local: LocalAddr,
-    trunk: Option<String>,
     dialog: Option<Dialog>,
     timer: Option<SessionTimer>,
 }
@@ -409,6 +408,20 @@ impl Call {
                 trunks.iter().cloned().map(Target::Trunk).collect()
             }
         };
+        // RFC 4028 §8.1: a session interval below ours is refused with 422.
+        if let Some(se) = req
+            .headers
+            .get("Session-Expires")
+            .and_then(|v| v.split(';').next())
+            .and_then(|v| v.trim().parse::<u32>().ok())
+        {
+            if se < sh.cfg.timers.min_se_s {
+                let mut r = response_to(&req, 422, &self.a_tag);
+                r.headers.push("Min-SE", sh.cfg.timers.min_se_s.to_string());
+                self.answer_a(r);
+                return Err(Some(End::new(422, "session interval too small", Disposition::Rejected)));
+            }
+        }
         // Admission on the ingress trunk.
         if let Caller::Trunk(t) = &caller {
             if let Err(e) = Shared::lock(&sh.admission).try_acquire(t) {
@@ -706,7 +719,6 @@ impl Call {
             invite,
             peer,
             local,
-            trunk,
             dialog: None,
             timer: None,
         });
@@ -872,12 +884,12 @@ impl Call {
                 out.headers.push("RSeq", self.a_rseq.to_string());
             }
         }
+        out.headers.push("Contact", self.a_local.contact("kordon"));
         self.answer_a_provisional(out.clone());
         Ok(Some(out))
     }
 
-    fn answer_a_provisional(&mut self, mut resp: Response) {
-        resp.headers.push("Contact", self.a_local.contact("kordon"));
+    fn answer_a_provisional(&mut self, resp: Response) {
         let txn = self.a_txn;
         if self.a_dialog.is_none() {
             if let Ok(d) = Dialog::uas(&self.a_req, &self.a_tag, self.a_peer, self.a_local.clone()) {
@@ -981,7 +993,7 @@ impl Call {
         let v = self.a_req.headers.get("Session-Expires")?;
         let (secs, params) = v.split_once(';').unwrap_or((v, ""));
         let secs: u64 = secs.trim().parse().ok()?;
-        let secs = secs.max(u64::from(self.sh.cfg.timers.min_se_s.min(90)));
+        let secs = secs.max(u64::from(self.sh.cfg.timers.min_se_s));
         let we = params.to_ascii_lowercase().contains("refresher=uas");
         Some((secs, we))
     }
@@ -1061,7 +1073,7 @@ impl Call {
                         self.ack_b_with(None);
                     }
                 }
-                Input::AckTimeout { .. } => {
+                Input::AckTimeout => {
                     self.bye_both();
                     return End::new(408, "caller never acknowledged the answer", Disposition::Answered);
                 }

@@ -37,7 +37,7 @@ pub(crate) enum Input {
     /// A client transaction failed (Timer B/F or transport error).
     Failed { txn: TxnId, timeout: bool },
     /// A 2xx sent by the task was never ACKed.
-    AckTimeout { txn: TxnId },
+    AckTimeout,
 }
 
 pub(crate) type Owner = mpsc::UnboundedSender<Input>;
@@ -288,11 +288,6 @@ impl Inner {
         self.txn.send_stateless(Message::Request(ack), peer);
     }
 
-    /// Number of dialogs routed.
-    pub(crate) fn dialog_count(&self) -> usize {
-        self.dialogs.len()
-    }
-
     fn route(&mut self, ev: TxnEvent) {
         match ev {
             TxnEvent::Request { txn, request, peer } => self.route_request(txn, request, peer),
@@ -328,7 +323,7 @@ impl Inner {
             }
             TxnEvent::AckTimeout { txn } => {
                 if let Some(owner) = self.invites.get(&txn).or_else(|| self.owners.get(&txn)) {
-                    let _ = owner.send(Input::AckTimeout { txn });
+                    let _ = owner.send(Input::AckTimeout);
                 }
             }
             TxnEvent::StrayResponse { .. } => {}

@@ -106,11 +106,6 @@ impl Anchor {
         self.ifaces[1] = iface.to_string();
     }
 
-    /// The B interface.
-    pub(crate) fn iface_b(&self) -> &str {
-        &self.ifaces[1]
-    }
-
     /// Applies `text` (an offer or answer from `from`) and returns the SDP to
     /// send to the other side. `expected` is the source IP media from `from`
     /// may latch from (a NATed user's signalling address), `None` = the SDP's.

@@ -143,7 +143,6 @@ pub struct SipStats {
 /// One SIP interface at run time.
 #[derive(Debug, Clone)]
 pub(crate) struct Iface {
-    pub(crate) name: String,
     pub(crate) media_interface: String,
 }
 
@@ -281,14 +280,13 @@ impl SipService {
                 }
             }
         }
-        let txn = TxnLayer::new(cfg.txn_timers(), rand::rngs::StdRng::from_os_rng());
+        let txn = TxnLayer::new(cfg.txn_timers(), <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng());
         let ep = Arc::new(Endpoint::new(txn, transport, own, &cfg.user_agent));
         let (events, _) = broadcast::channel(4096);
         let ifaces = cfg
             .interfaces
             .iter()
             .map(|i| Iface {
-                name: i.sip.name.clone(),
                 media_interface: i.media_interface.clone(),
             })
             .collect();
