@@ -178,16 +178,19 @@ impl Config {
                 ),
             ));
         }
-        let media: Vec<&str> = self.dataplane.interfaces.keys().map(String::as_str).collect();
+        let media: Vec<&str> = self
+            .dataplane
+            .interfaces
+            .keys()
+            .map(String::as_str)
+            .collect();
         self.sip
             .validate(&media)
             .map_err(|(key, reason)| ConfigError::new(key, reason))?;
-        self.cdr
-            .validate()
-            .map_err(|m| match m.split_once(':') {
-                Some((k, r)) => ConfigError::new(k.trim(), r.trim().to_string()),
-                None => ConfigError::new("cdr", m),
-            })?;
+        self.cdr.validate().map_err(|m| match m.split_once(':') {
+            Some((k, r)) => ConfigError::new(k.trim(), r.trim().to_string()),
+            None => ConfigError::new("cdr", m),
+        })?;
         Ok(())
     }
 

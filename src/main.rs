@@ -138,7 +138,10 @@ fn cdr_command(cfg: &Config, action: CdrCmd) -> anyhow::Result<()> {
         CdrCmd::Tail { lines, follow } => {
             let mut last = cdr::tail(&db, lines, &mut out)
                 .with_context(|| format!("reading {}", db.display()))?;
-            while follow {
+            if !follow {
+                return Ok(());
+            }
+            loop {
                 use std::io::Write as _;
                 out.flush()?;
                 std::thread::sleep(Duration::from_millis(500));
@@ -230,7 +233,12 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
             let media = MediaClient::lazy(&format!("http://{local}"), Duration::from_secs(5))
                 .map_err(anyhow::Error::msg)?;
             let mut sip_cfg = cfg.sip.clone();
-            let names: Vec<&str> = cfg.dataplane.interfaces.keys().map(String::as_str).collect();
+            let names: Vec<&str> = cfg
+                .dataplane
+                .interfaces
+                .keys()
+                .map(String::as_str)
+                .collect();
             sip_cfg.resolve_media_interfaces(&names);
             Some(
                 SipService::start(sip_cfg, &cfg.cdr, &cfg.general.data_dir, media)

@@ -329,7 +329,10 @@ impl Kordon {
         let mut text = config.toml(grpc_port, metrics_port);
         text = text.replacen(
             "[general]\n",
-            &format!("[general]\ndata_dir = {:?}\n", dir.join("data").display().to_string()),
+            &format!(
+                "[general]\ndata_dir = {:?}\n",
+                dir.join("data").display().to_string()
+            ),
             1,
         );
         std::fs::write(&cfg_path, text).expect("writing the config");

@@ -35,8 +35,7 @@ fn fails_over(status: u16) -> bool {
 fn has_sdp(headers_body: (&crate::sip::message::Headers, &Bytes)) -> bool {
     let (h, body) = headers_body;
     !body.is_empty()
-        && h
-            .get("Content-Type")
+        && h.get("Content-Type")
             .is_none_or(|c| c.to_ascii_lowercase().starts_with("application/sdp"))
 }
 
@@ -197,7 +196,12 @@ pub(crate) async fn run(
         attempts: Vec::new(),
     };
     let mut call = Call {
-        anchor: Anchor::new(&id, &media_iface, &media_iface, rand::random::<u32>().into()),
+        anchor: Anchor::new(
+            &id,
+            &media_iface,
+            &media_iface,
+            rand::random::<u32>().into(),
+        ),
         correlation: rec.correlation_id.clone(),
         sh,
         tx,
@@ -312,7 +316,9 @@ impl Call {
             Some(t) => {
                 self.rec.ingress_trunk = Some(t.cfg.name.clone());
                 if t.cfg.trust_pai {
-                    if let Some(Ok(pai)) = req.headers.get("P-Asserted-Identity").map(NameAddr::parse) {
+                    if let Some(Ok(pai)) =
+                        req.headers.get("P-Asserted-Identity").map(NameAddr::parse)
+                    {
                         self.rec.a_number = user_of(&pai.uri);
                     }
                 }
@@ -390,7 +396,11 @@ impl Call {
             Some(Ok((peer, contact))) => vec![Target::User { peer, contact }],
             Some(Err(480)) => {
                 self.reject_a(480, "Temporarily Unavailable - not registered");
-                return Err(Some(End::new(480, "user not registered", Disposition::Rejected)));
+                return Err(Some(End::new(
+                    480,
+                    "user not registered",
+                    Disposition::Rejected,
+                )));
             }
             Some(Err(_)) => {
                 self.reject_a(404, "Not Found - unknown user");
@@ -399,7 +409,11 @@ impl Call {
             None => {
                 let Some(dest) = b_e164 else {
                     self.reject_a(404, "Not Found - unknown user or number");
-                    return Err(Some(End::new(404, "unknown destination", Disposition::Rejected)));
+                    return Err(Some(End::new(
+                        404,
+                        "unknown destination",
+                        Disposition::Rejected,
+                    )));
                 };
                 let Some(trunks) = sh.routes.lookup(&dest) else {
                     self.reject_a(404, "Not Found - no route");
@@ -419,7 +433,11 @@ impl Call {
                 let mut r = response_to(&req, 422, &self.a_tag);
                 r.headers.push("Min-SE", sh.cfg.timers.min_se_s.to_string());
                 self.answer_a(r);
-                return Err(Some(End::new(422, "session interval too small", Disposition::Rejected)));
+                return Err(Some(End::new(
+                    422,
+                    "session interval too small",
+                    Disposition::Rejected,
+                )));
             }
         }
         // Admission on the ingress trunk.
@@ -481,7 +499,11 @@ impl Call {
         let mut b_offer: Option<Vec<u8>> = None;
         if a_offer {
             let body = self.a_req.body.clone();
-            match self.anchor.apply(&mut self.sh.media.clone(), Side::A, &body, self.expected_a).await {
+            match self
+                .anchor
+                .apply(&mut self.sh.media.clone(), Side::A, &body, self.expected_a)
+                .await
+            {
                 Ok(sdp) => b_offer = Some(sdp),
                 Err(e) => return Err(self.media_failed(e)),
             }
@@ -516,7 +538,9 @@ impl Call {
             }
             any_tried = true;
             let started = Utc::now();
-            let outcome = self.attempt(peer, uri, trunk.clone(), b_offer.clone(), no_answer).await;
+            let outcome = self
+                .attempt(peer, uri, trunk.clone(), b_offer.clone(), no_answer)
+                .await;
             let (status, reason) = match &outcome {
                 Attempt::Answered => (200, "answered".to_string()),
                 Attempt::Final(s, r) => (*s, r.clone()),
@@ -568,10 +592,12 @@ impl Call {
             }
         }
         let end = match last {
-            Some(e) if e.status == 408 => {
-                End::new(408, "no route answered", Disposition::Failed)
-            }
-            Some(e) => End::new(503, format!("routes exhausted (last {} {})", e.status, e.reason), Disposition::Failed),
+            Some(e) if e.status == 408 => End::new(408, "no route answered", Disposition::Failed),
+            Some(e) => End::new(
+                503,
+                format!("routes exhausted (last {} {})", e.status, e.reason),
+                Disposition::Failed,
+            ),
             None if !any_tried => End::new(503, "no trunk available", Disposition::Failed),
             None => End::new(503, "routes exhausted", Disposition::Failed),
         };
@@ -600,7 +626,10 @@ impl Call {
                 End::new(488, reason, Disposition::Failed)
             }
             AnchorError::Media(err) => {
-                self.sh.counters.media_failures.fetch_add(1, Ordering::Relaxed);
+                self.sh
+                    .counters
+                    .media_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 self.event(EventKind::MediaFailure {
                     reason: err.to_string(),
                 });
@@ -610,7 +639,13 @@ impl Call {
         }
     }
 
-    fn b_invite(&self, uri: Uri, local: &LocalAddr, trunk: Option<&str>, sdp: Option<&[u8]>) -> Request {
+    fn b_invite(
+        &self,
+        uri: Uri,
+        local: &LocalAddr,
+        trunk: Option<&str>,
+        sdp: Option<&[u8]>,
+    ) -> Request {
         let sh = &self.sh;
         let mut r = Request::new(Method::Invite, uri.clone());
         r.headers.push("Via", local.via());
@@ -639,7 +674,10 @@ impl Call {
                 random_token(10)
             ),
         );
-        r.headers.push("To", format!("<sip:{}@{}>", self.rec.b_number, uri.host_port()));
+        r.headers.push(
+            "To",
+            format!("<sip:{}@{}>", self.rec.b_number, uri.host_port()),
+        );
         r.headers.push("Call-ID", random_token(24));
         r.headers.push(
             "CSeq",
@@ -679,14 +717,24 @@ impl Call {
             super::config::PrivacyPolicy::Set => true,
         };
         if assert {
-            let number = self.rec.a_e164.clone().unwrap_or_else(|| self.rec.a_number.clone());
-            r.headers.push("P-Asserted-Identity", format!("<sip:{number}@{}>", local.host));
+            let number = self
+                .rec
+                .a_e164
+                .clone()
+                .unwrap_or_else(|| self.rec.a_number.clone());
+            r.headers.push(
+                "P-Asserted-Identity",
+                format!("<sip:{number}@{}>", local.host),
+            );
             if let Some(p) = self.a_req.headers.get("Privacy") {
                 r.headers.push("Privacy", p.to_string());
             }
         }
         if let Some(orig) = &self.rec.original_called {
-            r.headers.push("Diversion", format!("<sip:{orig}@{}>;reason=unknown", local.host));
+            r.headers.push(
+                "Diversion",
+                format!("<sip:{orig}@{}>;reason=unknown", local.host),
+            );
         }
         if let Some(sdp) = sdp {
             r.headers.push("Content-Type", "application/sdp");
@@ -722,7 +770,8 @@ impl Call {
             dialog: None,
             timer: None,
         });
-        let first_response = Instant::now() + Duration::from_millis(self.sh.cfg.timers.attempt_timeout_ms);
+        let first_response =
+            Instant::now() + Duration::from_millis(self.sh.cfg.timers.attempt_timeout_ms);
         let mut got_response = false;
         let mut ringing_sent = false;
         // A reliable provisional sent to A and not yet PRACKed: (resp, next, interval, give up).
@@ -756,7 +805,11 @@ impl Call {
                 }
             };
             let Some(input) = input else {
-                return Attempt::Aborted(End::new(500, "call task lost its input", Disposition::Failed));
+                return Attempt::Aborted(End::new(
+                    500,
+                    "call task lost its input",
+                    Disposition::Failed,
+                ));
             };
             match input {
                 Input::Cancel => {
@@ -779,7 +832,12 @@ impl Call {
                         match relay {
                             Ok(Some(resp)) => {
                                 if resp.headers.has_token("Require", "100rel") {
-                                    reliable = Some((resp, Instant::now() + t1, t1, Instant::now() + t1 * 64));
+                                    reliable = Some((
+                                        resp,
+                                        Instant::now() + t1,
+                                        t1,
+                                        Instant::now() + t1 * 64,
+                                    ));
                                 }
                             }
                             Ok(None) => {}
@@ -809,14 +867,26 @@ impl Call {
                         Attempt::Final(503, "transport failure".into())
                     };
                 }
-                Input::Request { txn: t, request, .. } if request.method == Method::Prack => {
+                Input::Request {
+                    txn: t, request, ..
+                } if request.method == Method::Prack => {
                     reliable = None;
-                    self.sh.ep.with(|g| g.respond(t, Response::for_request(&request, 200)));
+                    self.sh
+                        .ep
+                        .with(|g| g.respond(t, Response::for_request(&request, 200)));
                 }
-                Input::Request { txn: t, request, .. } => {
+                Input::Request {
+                    txn: t, request, ..
+                } => {
                     // Nothing else is valid on the early dialog towards A.
-                    let status = if request.method == Method::Bye { 481 } else { 491 };
-                    self.sh.ep.with(|g| g.respond(t, Response::for_request(&request, status)));
+                    let status = if request.method == Method::Bye {
+                        481
+                    } else {
+                        491
+                    };
+                    self.sh
+                        .ep
+                        .with(|g| g.respond(t, Response::for_request(&request, status)));
                 }
                 _ => {}
             }
@@ -826,7 +896,10 @@ impl Call {
     fn cancel_b(&mut self) {
         if let Some(b) = &self.b {
             let txn = b.txn;
-            let (cancel, _) = self.sh.ep.with(|g| g.txn.cancel(std::time::Instant::now(), txn));
+            let (cancel, _) = self
+                .sh
+                .ep
+                .with(|g| g.txn.cancel(std::time::Instant::now(), txn));
             if let Some(c) = cancel {
                 self.txns.push(c);
             }
@@ -838,7 +911,12 @@ impl Call {
         let Some(b) = self.b.as_mut() else {
             return Ok(());
         };
-        if resp.to().ok().and_then(|t| t.tag().map(str::to_string)).is_none() {
+        if resp
+            .to()
+            .ok()
+            .and_then(|t| t.tag().map(str::to_string))
+            .is_none()
+        {
             return Ok(());
         }
         if b.dialog.is_none() {
@@ -854,7 +932,9 @@ impl Call {
             if let (Some(rseq), Some(d)) = (resp.headers.get("RSeq"), b.dialog.as_mut()) {
                 let cseq = b.invite.cseq().map(|c| c.seq).unwrap_or(1);
                 let mut prack = d.request(Method::Prack);
-                prack.headers.push("RAck", format!("{} {cseq} INVITE", rseq.trim()));
+                prack
+                    .headers
+                    .push("RAck", format!("{} {cseq} INVITE", rseq.trim()));
                 let peer = b.peer;
                 let tx = self.tx.clone();
                 let (t, _) = self.sh.ep.with(|g| g.send_request(prack, peer, &tx));
@@ -868,9 +948,14 @@ impl Call {
     async fn relay_provisional(&mut self, resp: &Response) -> Result<Option<Response>, End> {
         let mut out = response_to(&self.a_req, resp.status, &self.a_tag);
         out.reason = resp.reason.clone();
-        if has_sdp((&resp.headers, &resp.body)) && has_sdp((&self.a_req.headers, &self.a_req.body)) {
+        if has_sdp((&resp.headers, &resp.body)) && has_sdp((&self.a_req.headers, &self.a_req.body))
+        {
             let body = resp.body.clone();
-            let sdp = match self.anchor.apply(&mut self.sh.media.clone(), Side::B, &body, None).await {
+            let sdp = match self
+                .anchor
+                .apply(&mut self.sh.media.clone(), Side::B, &body, None)
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => return Err(self.media_failed(e)),
             };
@@ -892,7 +977,8 @@ impl Call {
     fn answer_a_provisional(&mut self, resp: Response) {
         let txn = self.a_txn;
         if self.a_dialog.is_none() {
-            if let Ok(d) = Dialog::uas(&self.a_req, &self.a_tag, self.a_peer, self.a_local.clone()) {
+            if let Ok(d) = Dialog::uas(&self.a_req, &self.a_tag, self.a_peer, self.a_local.clone())
+            {
                 let key = (d.call_id.clone(), d.local_tag.clone());
                 let tx = self.tx.clone();
                 self.sh.ep.with(|g| g.add_dialog(key.clone(), &tx));
@@ -910,7 +996,11 @@ impl Call {
         let mut a_body = None;
         if has_sdp((&resp.headers, &resp.body)) {
             let body = resp.body.clone();
-            match self.anchor.apply(&mut self.sh.media.clone(), Side::B, &body, None).await {
+            match self
+                .anchor
+                .apply(&mut self.sh.media.clone(), Side::B, &body, None)
+                .await
+            {
                 Ok(s) => a_body = Some(s),
                 Err(e) => {
                     self.ack_and_bye_b(&resp);
@@ -924,10 +1014,19 @@ impl Call {
         let mut dialog = match Dialog::uac(&b.invite, &resp, b.peer, b.local.clone()) {
             Ok(d) => d,
             Err(e) => {
-                return Err(End::new(502, format!("callee's 2xx unusable: {e}"), Disposition::Failed));
+                return Err(End::new(
+                    502,
+                    format!("callee's 2xx unusable: {e}"),
+                    Disposition::Failed,
+                ));
             }
         };
-        dialog.local_seq = b.invite.cseq().map(|c| c.seq).unwrap_or(1).max(dialog.local_seq);
+        dialog.local_seq = b
+            .invite
+            .cseq()
+            .map(|c| c.seq)
+            .unwrap_or(1)
+            .max(dialog.local_seq);
         let key = (dialog.call_id.clone(), dialog.local_tag.clone());
         let tx = self.tx.clone();
         self.sh.ep.with(|g| g.add_dialog(key.clone(), &tx));
@@ -958,7 +1057,8 @@ impl Call {
         ok.headers.push("Supported", "100rel, timer");
         if let Some(se) = self.a_session_expires() {
             let refresher = if se.1 { "uas" } else { "uac" };
-            ok.headers.push("Session-Expires", format!("{};refresher={refresher}", se.0));
+            ok.headers
+                .push("Session-Expires", format!("{};refresher={refresher}", se.0));
             ok.headers.push("Require", "timer");
             let mut t = SessionTimer {
                 interval: Duration::from_secs(se.0),
@@ -973,7 +1073,8 @@ impl Call {
             ok.body = Bytes::from(sdp);
         }
         if self.a_dialog.is_none() {
-            if let Ok(d) = Dialog::uas(&self.a_req, &self.a_tag, self.a_peer, self.a_local.clone()) {
+            if let Ok(d) = Dialog::uas(&self.a_req, &self.a_tag, self.a_peer, self.a_local.clone())
+            {
                 let key = (d.call_id.clone(), d.local_tag.clone());
                 self.sh.ep.with(|g| g.add_dialog(key.clone(), &tx));
                 self.dialogs.push(key);
@@ -1059,13 +1160,21 @@ impl Call {
                     if waiting_ack_answer && has_sdp((&request.headers, &request.body)) {
                         waiting_ack_answer = false;
                         let body = request.body.clone();
-                        match self.anchor.apply(&mut self.sh.media.clone(), Side::A, &body, self.expected_a).await {
+                        match self
+                            .anchor
+                            .apply(&mut self.sh.media.clone(), Side::A, &body, self.expected_a)
+                            .await
+                        {
                             Ok(sdp) => self.ack_b_with(Some(sdp)),
                             Err(e) => {
                                 tracing::warn!(call = %self.id, error = %e, "answer in ACK unusable");
                                 self.ack_b_with(None);
                                 self.bye_both();
-                                return End::new(488, "answer in ACK unusable", Disposition::Answered);
+                                return End::new(
+                                    488,
+                                    "answer in ACK unusable",
+                                    Disposition::Answered,
+                                );
                             }
                         }
                     } else if waiting_ack_answer {
@@ -1075,7 +1184,11 @@ impl Call {
                 }
                 Input::AckTimeout => {
                     self.bye_both();
-                    return End::new(408, "caller never acknowledged the answer", Disposition::Answered);
+                    return End::new(
+                        408,
+                        "caller never acknowledged the answer",
+                        Disposition::Answered,
+                    );
                 }
                 Input::Request { txn, request, peer } => {
                     let side = self.side_of(&request);
@@ -1126,7 +1239,11 @@ impl Call {
         }?;
         if !timer.we_refresh {
             self.bye_both();
-            return Some(End::new(408, format!("session timer expired ({side:?} side)"), Disposition::Answered));
+            return Some(End::new(
+                408,
+                format!("session timer expired ({side:?} side)"),
+                Disposition::Answered,
+            ));
         }
         // Kordon refreshes with an UPDATE without SDP (RFC 4028 §9).
         let interval = timer.interval.as_secs();
@@ -1136,7 +1253,8 @@ impl Call {
         };
         let d = self.dialog_mut(side)?;
         let mut upd = d.request(Method::Update);
-        upd.headers.push("Session-Expires", format!("{interval};refresher=uac"));
+        upd.headers
+            .push("Session-Expires", format!("{interval};refresher=uac"));
         upd.headers.push("Supported", "timer");
         let tx = self.tx.clone();
         let (t, _) = self.sh.ep.with(|g| g.send_request(upd, peer, &tx));
@@ -1173,7 +1291,11 @@ impl Call {
             }
             _ => {
                 self.bye_both();
-                Some(End::new(408, format!("session refresh failed ({side:?} side)"), Disposition::Answered))
+                Some(End::new(
+                    408,
+                    format!("session refresh failed ({side:?} side)"),
+                    Disposition::Answered,
+                ))
             }
         }
     }
@@ -1200,7 +1322,13 @@ impl Call {
     }
 
     /// A request inside the confirmed dialog of `side`.
-    async fn in_dialog(&mut self, side: Side, txn: TxnId, req: Request, _peer: Peer) -> Option<End> {
+    async fn in_dialog(
+        &mut self,
+        side: Side,
+        txn: TxnId,
+        req: Request,
+        _peer: Peer,
+    ) -> Option<End> {
         let ok_cseq = self
             .dialog_mut(side)
             .map(|d| d.accept_remote_cseq(&req).is_ok())
@@ -1213,17 +1341,25 @@ impl Call {
         }
         match req.method {
             Method::Bye => {
-                self.sh.ep.with(|g| g.respond(txn, Response::for_request(&req, 200)));
+                self.sh
+                    .ep
+                    .with(|g| g.respond(txn, Response::for_request(&req, 200)));
                 self.bye(side.other());
                 let who = if side == Side::A { "caller" } else { "callee" };
-                Some(End::new(200, format!("{who} hung up"), Disposition::Answered))
+                Some(End::new(
+                    200,
+                    format!("{who} hung up"),
+                    Disposition::Answered,
+                ))
             }
             Method::Invite | Method::Update => {
                 self.refresh(side, txn, req).await;
                 None
             }
             Method::Prack | Method::Options | Method::Info => {
-                self.sh.ep.with(|g| g.respond(txn, Response::for_request(&req, 200)));
+                self.sh
+                    .ep
+                    .with(|g| g.respond(txn, Response::for_request(&req, 200)));
                 None
             }
             _ => {
@@ -1254,12 +1390,24 @@ impl Call {
         if let Some(d) = self.dialog_mut(side) {
             d.refresh_target(req.contact());
         }
-        let expected = if side == Side::A { self.expected_a } else { None };
+        let expected = if side == Side::A {
+            self.expected_a
+        } else {
+            None
+        };
         let offer = if has_sdp((&req.headers, &req.body)) {
-            match self.anchor.apply(&mut self.sh.media.clone(), side, &req.body, expected).await {
+            match self
+                .anchor
+                .apply(&mut self.sh.media.clone(), side, &req.body, expected)
+                .await
+            {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    let status = if matches!(e, AnchorError::Sdp(_)) { 488 } else { 503 };
+                    let status = if matches!(e, AnchorError::Sdp(_)) {
+                        488
+                    } else {
+                        503
+                    };
                     let mut r = Response::for_request(&req, status);
                     r.reason = format!("{} - {e}", r.reason);
                     self.sh.ep.with(|g| g.respond(txn, r));
@@ -1289,7 +1437,9 @@ impl Call {
         self.txns.push(t);
         let resp = self.wait_response(t).await;
         let Some(resp) = resp else {
-            self.sh.ep.with(|g| g.respond(txn, Response::for_request(&req, 408)));
+            self.sh
+                .ep
+                .with(|g| g.respond(txn, Response::for_request(&req, 408)));
             return;
         };
         let mut back = Response::for_request(&req, resp.status);
@@ -1305,12 +1455,18 @@ impl Call {
                 }
             }
             if has_sdp((&resp.headers, &resp.body)) {
-                match self.anchor.apply(&mut self.sh.media.clone(), other, &resp.body, None).await {
+                match self
+                    .anchor
+                    .apply(&mut self.sh.media.clone(), other, &resp.body, None)
+                    .await
+                {
                     Ok(s) => {
                         back.headers.push("Content-Type", "application/sdp");
                         back.body = Bytes::from(s);
                     }
-                    Err(e) => tracing::warn!(call = %self.id, error = %e, "re-INVITE answer unusable"),
+                    Err(e) => {
+                        tracing::warn!(call = %self.id, error = %e, "re-INVITE answer unusable")
+                    }
                 }
             }
             let local = match side {
@@ -1335,7 +1491,9 @@ impl Call {
             Side::B => self.b.as_ref().map(|b| b.peer),
         };
         let Some(peer) = peer else { return };
-        let Some(d) = self.dialog_mut(side) else { return };
+        let Some(d) = self.dialog_mut(side) else {
+            return;
+        };
         let bye = d.request(Method::Bye);
         let tx = self.tx.clone();
         let (t, _) = self.sh.ep.with(|g| g.send_request(bye, peer, &tx));
@@ -1356,7 +1514,11 @@ impl Call {
     /// Media counters, admission, routes, CDR, event.
     async fn finish(&mut self, end: End) {
         if !self.a_answered {
-            let reason = if end.status == 487 { String::new() } else { end.reason.clone() };
+            let reason = if end.status == 487 {
+                String::new()
+            } else {
+                end.reason.clone()
+            };
             self.reject_a(end.status.max(400), &reason);
         }
         if self.anchor.is_active() {

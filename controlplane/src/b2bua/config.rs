@@ -61,7 +61,7 @@ pub enum UnknownSources {
 }
 
 /// One SIP interface with the data plane interface its calls' media use.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SipInterface {
     /// Listener settings.
@@ -71,15 +71,6 @@ pub struct SipInterface {
     /// calls on this SIP interface use; "" = `external` if the data plane
     /// has it, else its first interface.
     pub media_interface: String,
-}
-
-impl Default for SipInterface {
-    fn default() -> Self {
-        SipInterface {
-            sip: InterfaceConfig::default(),
-            media_interface: String::new(),
-        }
-    }
 }
 
 /// `[sip.timers]`
@@ -283,7 +274,9 @@ impl AclEntry {
         }
         let ok = match (self.net, src.ip()) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(n) & mask == u32::from(a) & mask
             }
             (IpAddr::V6(n), IpAddr::V6(a)) => {
@@ -373,7 +366,9 @@ impl SipConfig {
         if self.timers.no_answer_s == 0 {
             return err("sip.timers.no_answer_s".into(), "must be > 0".into());
         }
-        if self.timers.session_expires_s != 0 && self.timers.session_expires_s < self.timers.min_se_s {
+        if self.timers.session_expires_s != 0
+            && self.timers.session_expires_s < self.timers.min_se_s
+        {
             return err(
                 "sip.timers.session_expires_s".into(),
                 "must be 0 or >= min_se_s".into(),
@@ -404,7 +399,9 @@ impl SipConfig {
             for (j, a) in t.acl.iter().enumerate() {
                 AclEntry::parse(a).map_err(|m| (format!("sip.trunks[{i}].acl[{j}]"), m))?;
             }
-            if !t.media_interface.is_empty() && !media_interfaces.contains(&t.media_interface.as_str()) {
+            if !t.media_interface.is_empty()
+                && !media_interfaces.contains(&t.media_interface.as_str())
+            {
                 return err(
                     k("media_interface"),
                     format!("{:?} is not a data plane interface", t.media_interface),
@@ -414,8 +411,7 @@ impl SipConfig {
         crate::routing::RouteTable::build(&self.routes, &trunk_names)
             .map_err(|m| ("sip.routes".to_string(), m))?;
         for (i, c) in self.cos.iter().enumerate() {
-            crate::routing::ClassOfService::compile(c)
-                .map_err(|m| (format!("sip.cos[{i}]"), m))?;
+            crate::routing::ClassOfService::compile(c).map_err(|m| (format!("sip.cos[{i}]"), m))?;
         }
         for (i, u) in self.users.iter().enumerate() {
             if !u.cos.is_empty() && !self.cos.iter().any(|c| c.name == u.cos) {

@@ -93,7 +93,12 @@ pub(crate) struct Endpoint {
 }
 
 impl Endpoint {
-    pub(crate) fn new(txn: TxnLayer, transport: TransportLayer, own: Vec<String>, user_agent: &str) -> Endpoint {
+    pub(crate) fn new(
+        txn: TxnLayer,
+        transport: TransportLayer,
+        own: Vec<String>,
+        user_agent: &str,
+    ) -> Endpoint {
         Endpoint {
             inner: Mutex::new(Inner {
                 txn,
@@ -213,14 +218,16 @@ impl Endpoint {
                         }
                         return;
                     }
-                    g.txn.handle_message(Instant::now(), Message::Request(req), peer);
+                    g.txn
+                        .handle_message(Instant::now(), Message::Request(req), peer);
                 }
                 Message::Response(resp) => {
                     if resp.via_top().is_err() || resp.cseq().is_err() {
                         g.stats.unparseable += 1;
                         return;
                     }
-                    g.txn.handle_message(Instant::now(), Message::Response(resp), peer);
+                    g.txn
+                        .handle_message(Instant::now(), Message::Response(resp), peer);
                 }
             }
         })
@@ -390,7 +397,11 @@ impl Inner {
                 }
                 self.respond(txn, resp);
             }
-            Method::Bye | Method::Prack | Method::Update | Method::Info | Method::Refer
+            Method::Bye
+            | Method::Prack
+            | Method::Update
+            | Method::Info
+            | Method::Refer
             | Method::Notify => self.reply(txn, 481, None),
             Method::Ack | Method::Cancel => {}
             Method::Subscribe | Method::Message => self.reply(txn, 405, None),

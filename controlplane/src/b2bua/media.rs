@@ -147,7 +147,11 @@ impl Anchor {
                         rtcp_mux: Some(side.rtcp_mux),
                         ..Default::default()
                     };
-                    let (leg_a, leg_b) = if me == 0 { (mine, theirs) } else { (theirs, mine) };
+                    let (leg_a, leg_b) = if me == 0 {
+                        (mine, theirs)
+                    } else {
+                        (theirs, mine)
+                    };
                     client
                         .update(pb::UpdateSessionRequest {
                             session_id: s.session_id.clone(),
@@ -174,7 +178,11 @@ impl Anchor {
                         rtcp_mux: side.rtcp_mux,
                         ..Default::default()
                     };
-                    let (leg_a, leg_b) = if me == 0 { (mine, theirs) } else { (theirs, mine) };
+                    let (leg_a, leg_b) = if me == 0 {
+                        (mine, theirs)
+                    } else {
+                        (theirs, mine)
+                    };
                     let info = client
                         .create(pb::CreateSessionRequest {
                             session_id: session_id.clone(),
@@ -183,8 +191,14 @@ impl Anchor {
                             inactivity_timeout_secs: 0,
                         })
                         .await?;
-                    let la = info.leg_a.as_ref().and_then(|l| addr_of(l.local_rtp.as_ref()));
-                    let lb = info.leg_b.as_ref().and_then(|l| addr_of(l.local_rtp.as_ref()));
+                    let la = info
+                        .leg_a
+                        .as_ref()
+                        .and_then(|l| addr_of(l.local_rtp.as_ref()));
+                    let lb = info
+                        .leg_b
+                        .as_ref()
+                        .and_then(|l| addr_of(l.local_rtp.as_ref()));
                     let (Some(la), Some(lb)) = (la, lb) else {
                         return Err(AnchorError::Media(MediaError::Unavailable(
                             "session without local addresses".into(),
@@ -289,4 +303,3 @@ impl Anchor {
         c
     }
 }
-

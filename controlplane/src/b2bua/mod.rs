@@ -8,8 +8,8 @@
 //! data plane over gRPC and writes one CDR when it ends. Time in call tasks
 //! is tokio's clock, so tests can pause and advance it.
 
-pub mod config;
 mod call;
+pub mod config;
 mod endpoint;
 mod media;
 mod trunks;
@@ -256,14 +256,11 @@ impl SipService {
         }
         let registrar = Registrar::new(cfg.registrar.clone(), cfg.users.clone(), &mut rand::rng())
             .map_err(|m| StartError::Config(format!("sip.registrar/users: {m}")))?;
-        let admission = Admission::new(
-            cfg.trunks
-                .iter()
-                .map(|t| (t.name.clone(), t.max_calls)),
-        );
+        let admission = Admission::new(cfg.trunks.iter().map(|t| (t.name.clone(), t.max_calls)));
         let limiter = RateLimiter::new(cfg.invite_rate_per_source, cfg.invite_burst, 65_536);
         let (cdr, cdr_handle) = if cdr_cfg.enabled {
-            let (w, h) = crate::cdr::spawn(cdr_cfg, data_dir).map_err(|e| StartError::Cdr(e.to_string()))?;
+            let (w, h) =
+                crate::cdr::spawn(cdr_cfg, data_dir).map_err(|e| StartError::Cdr(e.to_string()))?;
             (Some(w), Some(h))
         } else {
             (None, None)
@@ -280,7 +277,10 @@ impl SipService {
                 }
             }
         }
-        let txn = TxnLayer::new(cfg.txn_timers(), <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng());
+        let txn = TxnLayer::new(
+            cfg.txn_timers(),
+            <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng(),
+        );
         let ep = Arc::new(Endpoint::new(txn, transport, own, &cfg.user_agent));
         let (events, _) = broadcast::channel(4096);
         let ifaces = cfg

@@ -70,7 +70,10 @@ impl Trunks {
                 acl.push(AclEntry::parse(a).map_err(|m| format!("sip.trunks[{i}].acl[{j}]: {m}"))?);
             }
             if acl.is_empty() {
-                acl.push(AclEntry::parse(&addr.ip().to_string()).map_err(|m| format!("sip.trunks[{i}]: {m}"))?);
+                acl.push(
+                    AclEntry::parse(&addr.ip().to_string())
+                        .map_err(|m| format!("sip.trunks[{i}]: {m}"))?,
+                );
             }
             list.push(Trunk {
                 cfg: c.clone(),
@@ -89,7 +92,13 @@ impl Trunks {
         self.list
             .iter()
             .filter(|t| t.iface == iface)
-            .filter_map(|t| t.acl.iter().filter_map(|a| a.matches(src)).max().map(|s| (s, t)))
+            .filter_map(|t| {
+                t.acl
+                    .iter()
+                    .filter_map(|a| a.matches(src))
+                    .max()
+                    .map(|s| (s, t))
+            })
             .max_by_key(|(s, _)| *s)
             .map(|(_, t)| t)
     }
