@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::endpoint::{DialogKey, Input, Owner};
+use super::endpoint::{DialogKey, InRequest, Input, Owner};
 use super::media::{Anchor, AnchorError, Side};
 use super::{random_token, unix_now, CallEvent, EventKind, Shared};
 use crate::cdr::{CallRecord, Disposition, EgressAttempt, MediaCounters};
@@ -817,7 +817,7 @@ impl Call {
                     self.reject_a(487, "");
                     return Attempt::Cancelled;
                 }
-                Input::Response { txn: t, response } if t == txn => {
+                Input::Response(t, response) if t == txn => {
                     got_response = true;
                     let status = response.status;
                     if status < 200 {
@@ -853,7 +853,7 @@ impl Call {
                         continue;
                     }
                     if status < 300 {
-                        return match self.b_answered(response).await {
+                        return match self.b_answered(*response).await {
                             Ok(()) => Attempt::Answered,
                             Err(end) => Attempt::Aborted(end),
                         };
@@ -867,17 +867,14 @@ impl Call {
                         Attempt::Final(503, "transport failure".into())
                     };
                 }
-                Input::Request {
-                    txn: t, request, ..
-                } if request.method == Method::Prack => {
+                Input::Request(r) if r.request.method == Method::Prack => {
                     reliable = None;
                     self.sh
                         .ep
-                        .with(|g| g.respond(t, Response::for_request(&request, 200)));
+                        .with(|g| g.respond(r.txn, Response::for_request(&r.request, 200)));
                 }
-                Input::Request {
-                    txn: t, request, ..
-                } => {
+                Input::Request(r) => {
+                    let (t, request) = (r.txn, &r.request);
                     // Nothing else is valid on the early dialog towards A.
                     let status = if request.method == Method::Bye {
                         481
@@ -1126,6 +1123,12 @@ impl Call {
         // The offerless case: B's offer went to A in the 200; A's answer comes in its ACK.
         let mut waiting_ack_answer = !has_sdp((&self.a_req.headers, &self.a_req.body))
             && self.b.as_ref().is_some_and(|b| b.dialog.is_some());
+        // A held call keeps only what its dialogs need: the INVITEs' bodies
+        // and most headers go (memory per call is a budget, see RESULTS.md).
+        slim(&mut self.a_req);
+        if let Some(b) = self.b.as_mut() {
+            slim(&mut b.invite);
+        }
         loop {
             let a_deadline = self.a_timer.map(|t| t.deadline);
             let b_deadline = self.b.as_ref().and_then(|b| b.timer).map(|t| t.deadline);
@@ -1156,7 +1159,7 @@ impl Call {
                 return End::new(500, "call task lost its input", Disposition::Answered);
             };
             match input {
-                Input::Ack { request } => {
+                Input::Ack(request) => {
                     if waiting_ack_answer && has_sdp((&request.headers, &request.body)) {
                         waiting_ack_answer = false;
                         let body = request.body.clone();
@@ -1190,13 +1193,14 @@ impl Call {
                         Disposition::Answered,
                     );
                 }
-                Input::Request { txn, request, peer } => {
+                Input::Request(r) => {
+                    let InRequest { txn, request, peer } = *r;
                     let side = self.side_of(&request);
                     if let Some(end) = self.in_dialog(side, txn, request, peer).await {
                         return end;
                     }
                 }
-                Input::Response { .. } | Input::Failed { .. } | Input::Cancel => {}
+                Input::Response(..) | Input::Failed { .. } | Input::Cancel => {}
             }
         }
     }
@@ -1309,13 +1313,13 @@ impl Call {
                 () = tokio::time::sleep_until(deadline) => return None,
             };
             match input {
-                Input::Response { txn: t, response } if t == txn => {
+                Input::Response(t, response) if t == txn => {
                     if response.status >= 200 {
-                        return Some(response);
+                        return Some(*response);
                     }
                 }
                 Input::Failed { txn: t, .. } if t == txn => return None,
-                Input::Response { .. } => {}
+                Input::Response(..) => {}
                 other => self.deferred.insert(0, other),
             }
         }
@@ -1556,6 +1560,17 @@ enum Attempt {
     Cancelled,
     NoAnswer,
     Aborted(End),
+}
+
+/// Drops the body and every header but those identifying the request.
+fn slim(req: &mut Request) {
+    req.body = Bytes::new();
+    req.headers.0.retain(|h| {
+        ["Call-ID", "CSeq", "From", "To", "Via"]
+            .iter()
+            .any(|n| h.name.eq_ignore_ascii_case(n))
+    });
+    req.headers.0.shrink_to_fit();
 }
 
 async fn sleep_opt(at: Option<Instant>) {

@@ -23,21 +23,26 @@ use crate::sip::Peer;
 #[derive(Debug)]
 pub(crate) enum Input {
     /// An in-dialog request, or a request on an early dialog (PRACK).
-    Request {
-        txn: TxnId,
-        request: Request,
-        peer: Peer,
-    },
+    Request(Box<InRequest>),
     /// An ACK for a 2xx.
-    Ack { request: Request },
+    Ack(Box<Request>),
     /// The caller cancelled its INVITE (already answered 200 by the layer).
     Cancel,
     /// A response to one of the task's client transactions.
-    Response { txn: TxnId, response: Response },
+    Response(TxnId, Box<Response>),
     /// A client transaction failed (Timer B/F or transport error).
     Failed { txn: TxnId, timeout: bool },
     /// A 2xx sent by the task was never ACKed.
     AckTimeout,
+}
+
+/// A request for a task, boxed so [`Input`] stays small: every call holds
+/// a channel whose first block has room for 32 of them.
+#[derive(Debug)]
+pub(crate) struct InRequest {
+    pub(crate) txn: TxnId,
+    pub(crate) request: Request,
+    pub(crate) peer: Peer,
 }
 
 pub(crate) type Owner = mpsc::UnboundedSender<Input>;
@@ -300,7 +305,7 @@ impl Inner {
             TxnEvent::Request { txn, request, peer } => self.route_request(txn, request, peer),
             TxnEvent::Ack { request, .. } => {
                 if let Some(owner) = self.dialog_owner(&request) {
-                    let _ = owner.send(Input::Ack { request });
+                    let _ = owner.send(Input::Ack(Box::new(request)));
                 }
             }
             TxnEvent::Cancel { invite, .. } => {
@@ -312,7 +317,7 @@ impl Inner {
             }
             TxnEvent::Response { txn, response } => {
                 if let Some(owner) = self.owners.get(&txn) {
-                    let _ = owner.send(Input::Response { txn, response });
+                    let _ = owner.send(Input::Response(txn, Box::new(response)));
                 }
             }
             TxnEvent::Timeout { txn } => {
@@ -353,11 +358,11 @@ impl Inner {
         let has_to_tag = req.to().is_ok_and(|t| t.tag().is_some());
         if has_to_tag {
             if let Some(owner) = self.dialog_owner(&req) {
-                let _ = owner.send(Input::Request {
+                let _ = owner.send(Input::Request(Box::new(InRequest {
                     txn,
                     request: req,
                     peer,
-                });
+                })));
             } else {
                 self.stats.no_dialog += 1;
                 self.reply(txn, 481, None);

@@ -4,7 +4,9 @@
 //! other leg's addresses and nothing of the sender: origin, connection
 //! addresses, ports and ICE candidates are all Kordon's.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 
 use kordon_proto::v1 as pb;
 
@@ -109,7 +111,20 @@ impl Anchor {
     /// Applies `text` (an offer or answer from `from`) and returns the SDP to
     /// send to the other side. `expected` is the source IP media from `from`
     /// may latch from (a NATed user's signalling address), `None` = the SDP's.
-    pub(crate) async fn apply(
+    ///
+    /// The future is boxed: a call task holds it only while the data plane
+    /// answers, so held calls do not carry a gRPC exchange's state inline.
+    pub(crate) fn apply<'a>(
+        &'a mut self,
+        client: &'a mut MediaClient,
+        from: Side,
+        text: &'a [u8],
+        expected: Option<IpAddr>,
+    ) -> Pin<Box<dyn Future<Output = Result<Vec<u8>, AnchorError>> + Send + 'a>> {
+        Box::pin(self.apply_inner(client, from, text, expected))
+    }
+
+    async fn apply_inner(
         &mut self,
         client: &mut MediaClient,
         from: Side,
@@ -277,7 +292,14 @@ impl Anchor {
 
     /// Deletes every session, returning the media counters for the CDR.
     /// Errors are logged and the counters of what answered kept.
-    pub(crate) async fn delete(&mut self, client: &mut MediaClient) -> MediaCounters {
+    pub(crate) fn delete<'a>(
+        &'a mut self,
+        client: &'a mut MediaClient,
+    ) -> Pin<Box<dyn Future<Output = MediaCounters> + Send + 'a>> {
+        Box::pin(self.delete_inner(client))
+    }
+
+    async fn delete_inner(&mut self, client: &mut MediaClient) -> MediaCounters {
         let mut c = MediaCounters::default();
         for s in self.sections.drain(..).flatten() {
             match client.delete(&s.session_id).await {

@@ -137,7 +137,7 @@ pub(crate) async fn probe(sh: Arc<Shared>, idx: usize) {
         let alive = loop {
             tokio::select! {
                 input = rx.recv() => match input {
-                    Some(Input::Response { txn: t, response }) if t == txn && response.status >= 200 => {
+                    Some(Input::Response(t, response)) if t == txn && response.status >= 200 => {
                         break response.status != 503;
                     }
                     Some(Input::Failed { txn: t, .. }) if t == txn => break false,
