@@ -60,11 +60,37 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
     if bytes.len() > MAX_MESSAGE_BYTES {
         return Err(ParseError::new("message too large"));
     }
-    let msg = rsip::SipMessage::try_from(bytes)
-        .map_err(|e| ParseError::new(format!("unparseable message: {}", short(&e.to_string()))))?;
+    // rsip knows a fixed list of methods and refuses the rest, though RFC
+    // 3261 §7.1 allows extension methods (which deserve a 501, not
+    // silence): such a request is parsed with a stand-in method and given
+    // its own back.
+    let mut extension: Option<String> = None;
+    let msg = match rsip::SipMessage::try_from(bytes) {
+        Ok(m) => m,
+        Err(e) => match extension_method(bytes) {
+            Some((token, rest)) => {
+                let mut patched = Vec::with_capacity(rest.len() + 8);
+                patched.extend_from_slice(b"OPTIONS");
+                patched.extend_from_slice(rest);
+                extension = Some(token);
+                rsip::SipMessage::try_from(patched.as_slice()).map_err(|e| {
+                    ParseError::new(format!("unparseable message: {}", short(&e.to_string())))
+                })?
+            }
+            None => {
+                return Err(ParseError::new(format!(
+                    "unparseable message: {}",
+                    short(&e.to_string())
+                )))
+            }
+        },
+    };
     match msg {
         rsip::SipMessage::Request(r) => {
-            let method = Method::from_token(&r.method.to_string());
+            let method = match extension {
+                Some(token) => Method::Other(token),
+                None => Method::from_token(&r.method.to_string()),
+            };
             let uri = Uri::parse(&r.uri.to_string())?;
             let headers = convert_headers(&r.headers)?;
             let body = body_of(&headers, r.body)?;
@@ -96,6 +122,23 @@ pub fn parse(bytes: &[u8]) -> Result<Message, ParseError> {
             }))
         }
     }
+}
+
+/// An extension method rsip does not know: `(token, the bytes after it)`,
+/// when the request line starts with an RFC 3261 token that is not one of
+/// the methods rsip parses.
+fn extension_method(bytes: &[u8]) -> Option<(String, &[u8])> {
+    let end = bytes.iter().position(|b| *b == b' ')?;
+    let (token, rest) = bytes.split_at_checked(end)?;
+    let is_token = |b: &u8| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(b);
+    if token.is_empty() || token.len() > 32 || !token.iter().all(is_token) {
+        return None;
+    }
+    let token = std::str::from_utf8(token).ok()?;
+    if !matches!(Method::from_token(token), Method::Other(_)) {
+        return None;
+    }
+    Some((token.to_string(), rest))
 }
 
 fn short(s: &str) -> &str {
@@ -455,6 +498,21 @@ mod tests {
             panic!("parses");
         };
         assert!(r.validate().is_err());
+    }
+
+    #[test]
+    fn extension_methods_parse() {
+        let text = INVITE
+            .replacen("INVITE sip:", "FOO sip:", 1)
+            .replace("314159 INVITE", "314159 FOO");
+        let Ok(Message::Request(r)) = parse(text.as_bytes()) else {
+            panic!("an extension method parses");
+        };
+        assert_eq!(r.method, Method::Other("FOO".into()));
+        r.validate().expect("valid");
+        assert!(r
+            .to_bytes()
+            .starts_with(b"FOO sip:bob@192.0.2.4 SIP/2.0\r\n"));
     }
 
     #[test]
