@@ -249,16 +249,26 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
             None
         };
         let incoming = tokio_stream_from(listener);
-        let served = tonic::transport::Server::builder()
-            .add_service(service.into_server())
-            .serve_with_incoming_shutdown(incoming, shutdown_signal())
-            .await
-            .context("gRPC server");
+        let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service.into_server())
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = grpc_stopped.await;
+                }),
+        );
+        shutdown_signal().await;
+        // Calls end first (their media deletes still need the gRPC API),
+        // then the CDR queue drains, then the API stops.
         if let Some(sip) = sip {
             tracing::info!("ending calls and draining CDRs");
             sip.shutdown().await;
         }
-        served
+        let _ = stop_grpc.send(());
+        server
+            .await
+            .context("gRPC server task")?
+            .context("gRPC server")
     });
     tracing::info!("stopping");
     dataplane.stop();

@@ -40,7 +40,7 @@ fn assert_refused(text: &str, key: &str) {
 #[test]
 fn config_check_refuses_bad_files_naming_the_key() {
     assert_refused("[dataplane]\nworkerz = 2\n", "workerz");
-    assert_refused("[sip]\nport = 5060\n", "sip");
+    assert_refused("[sip]\nport = 5060\n", "port");
     assert_refused("[dataplane]\nworkers = \"two\"\n", "workers");
     assert_refused(
         "[dataplane.interfaces.edge]\nbind = \"127.0.0.1\"\nport_min = 40000\nport_max = 30000\n",

@@ -764,3 +764,95 @@ fn rand_token() -> String {
         N.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+#[test]
+fn sigterm_ends_calls_and_loses_no_cdr() {
+    let mut lab = lab(Setup::default());
+    let _uas = lab.uas("uas");
+    // Five calls that would last a minute.
+    let callers = lab
+        .uac("uac_expect")
+        .key("expect", 200)
+        .calls(5)
+        .rate(50.0)
+        .pause_ms(60_000)
+        .timeout(Duration::from_secs(60))
+        .spawn()
+        .expect("callers");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while lab.k.log().matches("event=Answered").count() < 5 {
+        assert!(Instant::now() < deadline, "calls not up:\n{}", lab.k.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let code = lab.k.terminate();
+    assert_eq!(code, Some(0), "exit:\n{}", lab.k.log());
+    // Every caller got a BYE from Kordon: its calls ended, not timed out.
+    let out = callers.stop(Duration::from_secs(10)).expect("callers");
+    let log = read(&out.files.messages.clone().expect("traced"));
+    assert!(log.matches("BYE sip:").count() >= 5, "callers got no BYE");
+    let rows = lab.cdrs();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(rows.iter().all(|r| r["disposition"] == "answered"));
+}
+
+#[test]
+fn maximum_call_duration_ends_the_call() {
+    let lab = lab(Setup {
+        timers: vec!["max_duration_s = 2".into()],
+        ..Setup::default()
+    });
+    let _uas = lab.uas("uas");
+    let started = Instant::now();
+    // uac_timer waits for the far side's BYE.
+    let out = lab
+        .uac("uac_timer")
+        .timeout(Duration::from_secs(20))
+        .run()
+        .expect("caller");
+    assert!(out.success(), "{}\n{}", out.report(), lab.k.log());
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    let rows = lab.wait_cdrs(1);
+    assert_eq!(rows[0]["reason"], "maximum call duration");
+}
+
+#[test]
+fn invite_flood_from_one_source_is_rate_limited() {
+    let lab = lab(Setup {
+        sip: vec![
+            "invite_rate_per_source = 2.0".into(),
+            "invite_burst = 2".into(),
+        ],
+        ..Setup::default()
+    });
+    let sock = UdpSocket::bind((UAC_IP, 0)).expect("bind");
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let local = sock.local_addr().expect("addr");
+    for i in 0..10 {
+        let text = format!(
+            "INVITE sip:{CALLEE}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKflood{i}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:a@{local}>;tag=f{i}\r\nTo: <sip:{CALLEE}@{sip}>\r\n\
+             Call-ID: flood-{i}-{pid}@x\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{local}>\r\nContent-Length: 0\r\n\r\n",
+            sip = lab.sip,
+            pid = std::process::id()
+        );
+        sock.send_to(text.as_bytes(), lab.sip).expect("send");
+    }
+    let mut limited = 0;
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            let r = String::from_utf8_lossy(&buf[..n]);
+            if r.starts_with("SIP/2.0 503 Service Unavailable - rate limit") {
+                assert!(r.contains("Retry-After:"), "{r}");
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 7, "only {limited} of 10 INVITEs were limited");
+}

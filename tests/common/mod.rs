@@ -565,6 +565,26 @@ impl Kordon {
     }
 }
 
+impl Kordon {
+    /// Sends SIGTERM and waits (15 s at most) for the exit; its exit code.
+    pub(crate) fn terminate(&mut self) -> Option<i32> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 impl Drop for Kordon {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -135,6 +135,8 @@ pub(crate) struct Call {
     rec: CallRecord,
     /// Requests that arrived while a transaction of the other leg was pending.
     deferred: Vec<Input>,
+    /// Changes when the service stops.
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
 pub(crate) async fn run(
@@ -195,6 +197,7 @@ pub(crate) async fn run(
         media: MediaCounters::default(),
         attempts: Vec::new(),
     };
+    let sh_stop = sh.shutdown.subscribe();
     let mut call = Call {
         anchor: Anchor::new(
             &id,
@@ -224,6 +227,7 @@ pub(crate) async fn run(
         admitted: Vec::new(),
         rec,
         deferred: Vec::new(),
+        stop: sh_stop,
     };
     call.main().await;
 }
@@ -244,16 +248,20 @@ fn response_to(req: &Request, status: u16, tag: &str) -> Response {
 
 impl Call {
     async fn main(&mut self) {
+        // Counted from admission to the CDR, so a graceful stop waits for
+        // every record.
+        self.sh.counters.active.fetch_add(1, Ordering::Relaxed);
         let end = match self.admit() {
             Err(Some(end)) => end,
             Err(None) => {
                 // Challenged (407): not a call yet, no record.
                 self.cleanup_routes();
+                self.sh.counters.active.fetch_sub(1, Ordering::Relaxed);
+                self.sh.calls_done.notify_waiters();
                 return;
             }
             Ok(targets) => {
                 self.sh.counters.calls.fetch_add(1, Ordering::Relaxed);
-                self.sh.counters.active.fetch_add(1, Ordering::Relaxed);
                 self.event(EventKind::Trying {
                     from: self.rec.a_number.clone(),
                     to: self.rec.b_number.clone(),
@@ -262,11 +270,11 @@ impl Call {
                     Ok(()) => self.confirmed().await,
                     Err(end) => end,
                 };
-                self.sh.counters.active.fetch_sub(1, Ordering::Relaxed);
                 end
             }
         };
         self.finish(end).await;
+        self.sh.counters.active.fetch_sub(1, Ordering::Relaxed);
         self.sh.calls_done.notify_waiters();
     }
 
@@ -781,6 +789,11 @@ impl Call {
             let retransmit_at = reliable.as_ref().map(|r| r.1);
             let input = tokio::select! {
                 i = self.rx.recv() => i,
+                _ = self.stop.changed() => {
+                    self.cancel_b();
+                    self.reject_a(503, "Service Unavailable - shutting down");
+                    return Attempt::Aborted(End::new(503, "shutting down", Disposition::Failed));
+                }
                 () = tokio::time::sleep_until(no_answer) => {
                     self.cancel_b();
                     return Attempt::NoAnswer;
@@ -1137,6 +1150,10 @@ impl Call {
             } else {
                 tokio::select! {
                     i = self.rx.recv() => i,
+                    _ = self.stop.changed() => {
+                        self.bye_both();
+                        return End::new(200, "shutting down", Disposition::Answered);
+                    }
                     () = sleep_opt(max) => {
                         self.bye_both();
                         return End::new(200, "maximum call duration", Disposition::Answered);

@@ -163,6 +163,8 @@ pub(crate) struct Shared {
     pub(crate) counters: Counters,
     pub(crate) stopping: AtomicBool,
     pub(crate) calls_done: tokio::sync::Notify,
+    /// Flips to true when the service stops: calls end themselves.
+    pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -306,6 +308,7 @@ impl SipService {
             counters: Counters::default(),
             stopping: AtomicBool::new(false),
             calls_done: tokio::sync::Notify::new(),
+            shutdown: tokio::sync::watch::Sender::new(false),
         });
         let mut tasks = Vec::new();
         let sh = shared.clone();
@@ -368,6 +371,7 @@ impl SipService {
     /// CDR queue is drained to disk.
     pub async fn shutdown(self) {
         self.shared.stopping.store(true, Ordering::Relaxed);
+        self.shared.shutdown.send_replace(true);
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
         while self.shared.counters.active.load(Ordering::Relaxed) > 0 {
             tokio::select! {
