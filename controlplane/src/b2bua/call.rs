@@ -896,7 +896,7 @@ impl Call {
                     };
                     self.sh
                         .ep
-                        .with(|g| g.respond(t, Response::for_request(&request, status)));
+                        .with(|g| g.respond(t, Response::for_request(request, status)));
                 }
                 _ => {}
             }
