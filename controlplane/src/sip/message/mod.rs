@@ -15,6 +15,10 @@ use std::fmt;
 
 use bytes::Bytes;
 
+#[cfg(test)]
+mod conformance;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod parse;
 mod types;
 

@@ -149,6 +149,15 @@ impl Uri {
     /// Parses a URI.
     pub fn parse(s: &str) -> Result<Uri, ParseError> {
         let s = s.trim();
+        // Never in a SIP or tel URI unescaped (RFC 3261 §25.1, RFC 3966), and
+        // the delimiters of the headers around one: a URI holding one could
+        // not be written back inside `<...>`.
+        if let Some(c) = s
+            .chars()
+            .find(|c| matches!(c, '<' | '>' | '"') || c.is_whitespace())
+        {
+            return Err(ParseError::new(format!("{c:?} in URI {:?}", short(s))));
+        }
         let (scheme, rest) = if let Some(r) = strip_prefix_ci(s, "sip:") {
             (UriScheme::Sip, r)
         } else if let Some(r) = strip_prefix_ci(s, "sips:") {
@@ -248,6 +257,12 @@ impl fmt::Display for Uri {
     }
 }
 
+/// At most 60 characters of `s`, for error reasons.
+fn short(s: &str) -> &str {
+    let end = s.char_indices().nth(60).map(|(i, _)| i).unwrap_or(s.len());
+    s.get(..end).unwrap_or("")
+}
+
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     if head.eq_ignore_ascii_case(prefix) {
@@ -267,24 +282,36 @@ fn split_host_port(s: &str) -> Result<(String, Option<u16>), ParseError> {
         let end = s
             .find(']')
             .ok_or_else(|| ParseError::new(format!("unclosed IPv6 reference in {s:?}")))?;
-        let host = s.get(..=end).unwrap_or("").to_string();
-        let rest = s.get(end + 1..).unwrap_or("");
+        let host = s.get(..=end).unwrap_or("");
+        let inner = s.get(1..end).unwrap_or("");
+        if inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(ParseError::new(format!("bad IPv6 reference {host:?}")));
+        }
+        let rest = s.get(end + 1..).unwrap_or("").trim_start();
         let port = match rest.strip_prefix(':') {
             Some(p) => Some(parse_port(p)?),
             None if rest.is_empty() => None,
             None => return Err(ParseError::new(format!("garbage after host in {s:?}"))),
         };
-        return Ok((host, port));
+        return Ok((host.to_string(), port));
     }
-    match s.split_once(':') {
-        Some((h, p)) => {
-            if h.is_empty() {
-                return Err(ParseError::new("empty host"));
-            }
-            Ok((h.to_string(), Some(parse_port(p)?)))
-        }
-        None => Ok((s.to_string(), None)),
+    let (host, port) = match s.split_once(':') {
+        Some((h, p)) => (h.trim_end(), Some(parse_port(p)?)),
+        None => (s, None),
+    };
+    if host.is_empty() {
+        return Err(ParseError::new("empty host"));
     }
+    // hostname or IPv4address (RFC 3261 §25.1); `_` is not in the grammar
+    // but appears in names some PBXes give themselves. Anything else (`<`,
+    // `>`, `"`, white space) means the value around the host is broken.
+    if !host
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+    {
+        return Err(ParseError::new(format!("bad host {host:?}")));
+    }
+    Ok((host.to_string(), port))
 }
 
 fn parse_port(p: &str) -> Result<u16, ParseError> {
@@ -296,7 +323,7 @@ fn parse_port(p: &str) -> Result<u16, ParseError> {
 /// `"Display" <uri>;params` (From, To, Contact, Route, P-Asserted-Identity).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NameAddr {
-    /// Display name, without quotes.
+    /// Display name, without its quotes and with its `\` escapes undone.
     pub display: Option<String>,
     /// The URI.
     pub uri: Uri,
@@ -321,24 +348,32 @@ impl NameAddr {
             return Err(ParseError::new("empty address"));
         }
         if let Some(lt) = find_outside_quotes(s, '<') {
-            let display = s.get(..lt).unwrap_or("").trim();
+            let display = display_name(s.get(..lt).unwrap_or(""))?;
             let after = s.get(lt + 1..).unwrap_or("");
             let gt = after
                 .find('>')
                 .ok_or_else(|| ParseError::new(format!("unclosed '<' in {s:?}")))?;
             let uri = Uri::parse(after.get(..gt).unwrap_or(""))?;
-            let params = Params::parse(after.get(gt + 1..).unwrap_or(""));
-            let display = if display.is_empty() {
-                None
-            } else {
-                Some(display.trim_matches('"').to_string())
-            };
+            let tail = after.get(gt + 1..).unwrap_or("").trim_start();
+            if !tail.is_empty() && !tail.starts_with(';') {
+                return Err(ParseError::new(format!("garbage after '>' in {s:?}")));
+            }
             Ok(NameAddr {
                 display,
                 uri,
-                params,
+                params: Params::parse(tail),
             })
         } else {
+            // A quote before any parameter is a display name that lost its
+            // `<URI>` or its closing quote (a quoted parameter value is fine).
+            if s.split(';').next().is_some_and(|u| u.contains('"')) {
+                let what = if quotes_closed(s) {
+                    "quoted display name without a <URI>"
+                } else {
+                    "unclosed quote"
+                };
+                return Err(ParseError::new(format!("{what} in {s:?}")));
+            }
             // addr-spec: parameters after the URI belong to the header (RFC 3261 §20.10).
             let (uri, params) = match s.split_once(';') {
                 Some((u, p)) => (u, Params::parse(p)),
@@ -363,6 +398,57 @@ impl NameAddr {
     }
 }
 
+/// The display name before `<`: a quoted string (its `\x` escapes
+/// undone) or tokens separated by white space (RFC 3261 §25.1).
+fn display_name(s: &str) -> Result<Option<String>, ParseError> {
+    let s = s.trim();
+    let Some(quoted) = s.strip_prefix('"') else {
+        if s.contains('"') {
+            return Err(ParseError::new(format!(
+                "stray quote in display name {s:?}"
+            )));
+        }
+        return Ok((!s.is_empty()).then(|| s.to_string()));
+    };
+    let mut out = String::with_capacity(quoted.len());
+    let mut chars = quoted.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, e)) => out.push(e),
+                None => break,
+            },
+            '"' => {
+                if !quoted.get(i + 1..).unwrap_or("").trim().is_empty() {
+                    return Err(ParseError::new(format!(
+                        "garbage after display name in {s:?}"
+                    )));
+                }
+                return Ok(Some(out));
+            }
+            c => out.push(c),
+        }
+    }
+    Err(ParseError::new(format!(
+        "unclosed quote in display name {s:?}"
+    )))
+}
+
+/// Whether every `"` in `s` is closed (`\"` inside quotes escapes one).
+fn quotes_closed(s: &str) -> bool {
+    let mut in_quotes = false;
+    let mut escaped = false;
+    for c in s.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            _ => {}
+        }
+    }
+    !in_quotes
+}
+
 fn find_outside_quotes(s: &str, needle: char) -> Option<usize> {
     let mut in_quotes = false;
     let mut escaped = false;
@@ -384,7 +470,16 @@ fn find_outside_quotes(s: &str, needle: char) -> Option<usize> {
 impl fmt::Display for NameAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if let Some(d) = &self.display {
-            write!(f, "\"{}\" ", d.replace('"', ""))?;
+            // A quoted string with `"` and `\` escaped; CR and LF cannot be
+            // escaped (RFC 3261 §25.1 quoted-pair) and are left out.
+            f.write_str("\"")?;
+            for c in d.chars().filter(|c| *c != '\r' && *c != '\n') {
+                if c == '"' || c == '\\' {
+                    f.write_str("\\")?;
+                }
+                write!(f, "{c}")?;
+            }
+            f.write_str("\" ")?;
         }
         write!(f, "<{}>{}", self.uri, self.params)
     }
@@ -404,18 +499,33 @@ pub struct Via {
 }
 
 impl Via {
-    /// Parses `SIP/2.0/UDP host:port;branch=...`.
+    /// Parses `SIP/2.0/UDP host:port;branch=...`. White space may stand
+    /// around each `/` (RFC 3261 §25.1: `SLASH = SWS "/" SWS`).
     pub fn parse(s: &str) -> Result<Via, ParseError> {
         let s = s.trim();
-        let (proto, rest) = s
-            .split_once(|c: char| c.is_ascii_whitespace())
-            .ok_or_else(|| ParseError::new("Via without sent-by"))?;
-        let mut parts = proto.split('/').map(str::trim);
-        let name = parts.next().unwrap_or("");
-        let version = parts.next().unwrap_or("");
-        let transport = parts.next().unwrap_or("");
+        let bad = || ParseError::new(format!("bad Via protocol in {:?}", short(s)));
+        let mut rest = s;
+        let mut fields = ["", "", ""];
+        for (i, field) in fields.iter_mut().enumerate() {
+            if i > 0 {
+                rest = rest
+                    .trim_start()
+                    .strip_prefix('/')
+                    .ok_or_else(bad)?
+                    .trim_start();
+            }
+            let end = rest
+                .find(|c: char| c == '/' || c.is_ascii_whitespace())
+                .unwrap_or(rest.len());
+            *field = rest.get(..end).unwrap_or("");
+            rest = rest.get(end..).unwrap_or("");
+        }
+        let [name, version, transport] = fields;
         if !name.eq_ignore_ascii_case("SIP") || version != "2.0" || transport.is_empty() {
-            return Err(ParseError::new(format!("bad Via protocol {proto:?}")));
+            return Err(bad());
+        }
+        if !rest.starts_with(|c: char| c.is_ascii_whitespace()) {
+            return Err(ParseError::new("Via without sent-by"));
         }
         let rest = rest.trim();
         let (sent_by, params) = match rest.split_once(';') {
