@@ -175,7 +175,14 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
     }
     let dataplane = Dataplane::start(&cfg.dataplane).context("starting the data plane")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        // One control thread per CPU this process may run on (taskset and
+        // cgroups included), at most 4: control work is light, and fewer
+        // threads than CPUs spares wake-ups between them.
+        .worker_threads(
+            std::thread::available_parallelism()
+                .map(|n| n.get().min(4))
+                .unwrap_or(2),
+        )
         .thread_name("kordon-ctl")
         .enable_all()
         .build()
@@ -230,8 +237,9 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
             });
         }
         let sip = if full && cfg.sip.enabled {
-            let media = MediaClient::lazy(&format!("http://{local}"), Duration::from_secs(5))
-                .map_err(anyhow::Error::msg)?;
+            // The B2BUA calls the data plane in this process directly: the same
+            // gRPC messages, without an HTTP/2 round trip over loopback.
+            let media = MediaClient::local(std::sync::Arc::new(service.clone()));
             let mut sip_cfg = cfg.sip.clone();
             let names: Vec<&str> = cfg
                 .dataplane

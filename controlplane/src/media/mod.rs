@@ -2,8 +2,17 @@
 //! typed wrapper whose errors say whose fault a failure is and whether a retry
 //! can help, so call control can map them to SIP once (503 + Retry-After for an
 //! exhausted or unavailable data plane, for instance).
+//!
+//! The same API reaches a data plane in the same process without the
+//! network ([`MediaClient::local`]): `kordon run` calls its data plane's gRPC
+//! service directly, so a call's session requests cost no HTTP/2 exchange
+//! over loopback. Requests and answers are the same messages either way.
 
+use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
+
+use kordon_proto::v1::dataplane_server::Dataplane;
 
 use kordon_proto::v1 as pb;
 use kordon_proto::v1::dataplane_client::DataplaneClient;
@@ -89,10 +98,42 @@ impl From<tonic::transport::Error> for MediaError {
     }
 }
 
+/// The event stream of an in-process data plane.
+pub type LocalEvents =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::Event, tonic::Status>> + Send + 'static>>;
+
+/// A data plane service in this process.
+pub type LocalDataplane = Arc<dyn Dataplane<WatchEventsStream = LocalEvents>>;
+
+#[derive(Clone)]
+enum Link {
+    Remote(DataplaneClient<Channel>),
+    Local(LocalDataplane),
+}
+
 /// A connection to one data plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MediaClient {
-    inner: DataplaneClient<Channel>,
+    link: Link,
+}
+
+impl std::fmt::Debug for MediaClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.link {
+            Link::Remote(_) => f.write_str("MediaClient(remote)"),
+            Link::Local(_) => f.write_str("MediaClient(in-process)"),
+        }
+    }
+}
+
+/// Calls method `$m` with `$req` over whichever link the client has.
+macro_rules! call {
+    ($self:ident, $m:ident, $req:expr) => {
+        match &mut $self.link {
+            Link::Remote(c) => c.$m($req).await?.into_inner(),
+            Link::Local(s) => s.$m(tonic::Request::new($req)).await?.into_inner(),
+        }
+    };
 }
 
 impl MediaClient {
@@ -105,8 +146,15 @@ impl MediaClient {
             .tcp_nodelay(true);
         let channel = ep.connect().await?;
         Ok(MediaClient {
-            inner: DataplaneClient::new(channel),
+            link: Link::Remote(DataplaneClient::new(channel)),
         })
+    }
+
+    /// A client of a data plane service in this process.
+    pub fn local(service: LocalDataplane) -> Self {
+        MediaClient {
+            link: Link::Local(service),
+        }
     }
 
     /// A client that connects on first use and reconnects after failures (for
@@ -118,68 +166,63 @@ impl MediaClient {
             .connect_timeout(timeout)
             .tcp_nodelay(true);
         Ok(MediaClient {
-            inner: DataplaneClient::new(ep.connect_lazy()),
+            link: Link::Remote(DataplaneClient::new(ep.connect_lazy())),
         })
     }
 
     /// Creates a session (idempotent on its id).
     pub async fn create(&mut self, req: CreateSessionRequest) -> Result<SessionInfo, MediaError> {
-        let r = self.inner.create_session(req).await?.into_inner();
+        let r = call!(self, create_session, req);
         r.session
             .ok_or_else(|| MediaError::Internal("create answer without a session".into()))
     }
 
     /// Changes a session's legs.
     pub async fn update(&mut self, req: UpdateSessionRequest) -> Result<SessionInfo, MediaError> {
-        Ok(self.inner.update_session(req).await?.into_inner())
+        Ok(call!(self, update_session, req))
     }
 
     /// Deletes a session; returns its final counters.
     pub async fn delete(&mut self, session_id: &str) -> Result<SessionInfo, MediaError> {
-        let r = self
-            .inner
-            .delete_session(pb::DeleteSessionRequest {
-                session_id: session_id.to_string(),
-            })
-            .await?
-            .into_inner();
+        let req = pb::DeleteSessionRequest {
+            session_id: session_id.to_string(),
+        };
+        let r = call!(self, delete_session, req);
         r.session
             .ok_or_else(|| MediaError::Internal("delete answer without a session".into()))
     }
 
     /// One session.
     pub async fn get(&mut self, session_id: &str) -> Result<SessionInfo, MediaError> {
-        Ok(self
-            .inner
-            .get_session(pb::GetSessionRequest {
-                session_id: session_id.to_string(),
-            })
-            .await?
-            .into_inner())
+        let req = pb::GetSessionRequest {
+            session_id: session_id.to_string(),
+        };
+        Ok(call!(self, get_session, req))
     }
 
     /// All sessions.
     pub async fn list(&mut self) -> Result<Vec<SessionInfo>, MediaError> {
-        Ok(self
-            .inner
-            .list_sessions(pb::ListSessionsRequest {})
-            .await?
-            .into_inner()
-            .sessions)
+        Ok(call!(self, list_sessions, pb::ListSessionsRequest {}).sessions)
     }
 
     /// Counters.
     pub async fn stats(&mut self) -> Result<pb::StatsResponse, MediaError> {
-        Ok(self.inner.stats(pb::StatsRequest {}).await?.into_inner())
+        Ok(call!(self, stats, pb::StatsRequest {}))
     }
 
     /// The event stream.
-    pub async fn events(&mut self) -> Result<tonic::Streaming<pb::Event>, MediaError> {
-        Ok(self
-            .inner
-            .watch_events(pb::WatchEventsRequest {})
-            .await?
-            .into_inner())
+    pub async fn events(&mut self) -> Result<LocalEvents, MediaError> {
+        Ok(match &mut self.link {
+            Link::Remote(c) => Box::pin(
+                c.watch_events(pb::WatchEventsRequest {})
+                    .await?
+                    .into_inner(),
+            ),
+            Link::Local(s) => s
+                .watch_events(tonic::Request::new(pb::WatchEventsRequest {}))
+                .await?
+                .into_inner(),
+        })
     }
 }
 
