@@ -6,8 +6,9 @@ set -euo pipefail
 KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config}"
 # ... and the real peers the tests talk to (scripts/test.sh only): kamailio
 # (with its rtpengine module), sip-tester (SIPp) and rtpengine-daemon for the ng
-# end-to-end tests (tests/ng_kamailio.rs, tests/ng_vs_rtpengine.rs).
-KORDON_TEST_DEB_PACKAGES="${KORDON_TEST_DEB_PACKAGES:-iproute2 curl kamailio sip-tester rtpengine-daemon}"
+# end-to-end tests (tests/ng_kamailio.rs, tests/ng_vs_rtpengine.rs), and
+# baresip-core, a SIP user agent for the SIP end-to-end tests (tests/sip/).
+KORDON_TEST_DEB_PACKAGES="${KORDON_TEST_DEB_PACKAGES:-iproute2 curl kamailio sip-tester rtpengine-daemon baresip-core}"
 
 # The peers' packages may start system services (kamailio, rtpengine): the
 # tests start their own instances on their own ports, so those are stopped.
