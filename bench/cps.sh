@@ -19,6 +19,8 @@
 #                      127.0.0.1:5070 for kamailio, 127.0.0.1:5060 for kordon)
 #   --uas IP:PORT      the UAS (default 127.0.0.3:5090)
 #   --uac-ip IP        the UAC's address (default 127.0.0.2)
+#   --called NUM       the Request-URI user the UAC calls (default 74951234567,
+#                      a number Kordon's default route takes)
 #   --shm MB           kamailio: shared memory (-m, default 1024; tm needs about
 #                      20 KB per call for the 5 s it keeps a transaction)
 #   --children N       kamailio: worker processes (-n, default 1: on one CPU more
@@ -70,6 +72,7 @@ MAX_FAILED=0.1
 STEPS="100 200 400 800 1600 3200 6400 12800"
 REFINE=3
 LISTEN=""
+CALLED=74951234567
 UAS=127.0.0.3:5090
 UAC_IP=127.0.0.2
 CHILDREN=1
@@ -91,6 +94,7 @@ while [ $# -gt 0 ]; do
         --listen) LISTEN=$2; shift ;;
         --uas) UAS=$2; shift ;;
         --uac-ip) UAC_IP=$2; shift ;;
+        --called) CALLED=$2; shift ;;
         --children) CHILDREN=$2; shift ;;
         --shm) SHM=$2; shift ;;
         --kordon-bin) KORDON_BIN=$2; shift ;;
@@ -294,7 +298,7 @@ run_rate() {
     c10=$(cpu_idle "$PROXY_CPU")
     t0=$(date +%s.%N)
     rc=0
-    nice -n "$NICE" taskset -c "$GEN_CPU" sipp -sn uac "$LISTEN" -i "$UAC_IP" \
+    nice -n "$NICE" taskset -c "$GEN_CPU" sipp -sn uac "$LISTEN" -i "$UAC_IP" -s "$CALLED" \
         -r "$rate" -m "$calls" -l "$limit" -d "$HOLD" -nostdin -buff_size "$SIPP_BUF" \
         -trace_stat -stf "$stat" -fd 1 \
         -trace_err -error_file "$OUT/cps-$STAMP-uac-$rate-errors.log" \

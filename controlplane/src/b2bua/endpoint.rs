@@ -213,7 +213,8 @@ impl Endpoint {
         self.with(|g| {
             g.stats.received += 1;
             match msg {
-                Message::Request(req) => {
+                Message::Request(mut req) => {
+                    stamp_via(&mut req, peer);
                     if let Err(e) = req.validate() {
                         g.stats.bad_requests += 1;
                         if req.method != Method::Ack && req.via_top().is_ok() {
@@ -238,6 +239,32 @@ impl Endpoint {
         })
         .1
     }
+}
+
+/// RFC 3261 §18.2.1 and RFC 3581: the top Via of a request learns where it
+/// really came from (`received`, and `rport` when the client asked), so the
+/// responses, which copy it, show a NATed client its public address.
+fn stamp_via(req: &mut Request, peer: Peer) {
+    let Some(h) = req
+        .headers
+        .0
+        .iter_mut()
+        .find(|h| h.name.eq_ignore_ascii_case("Via"))
+    else {
+        return;
+    };
+    let Ok(mut via) = message::Via::parse(&h.value) else {
+        return;
+    };
+    let ip = peer.addr.ip().to_string();
+    let asked_rport = via.params.has("rport");
+    if asked_rport {
+        via.params.set("rport", Some(peer.addr.port().to_string()));
+    }
+    if asked_rport || via.host.trim_matches(|c| c == '[' || c == ']') != ip {
+        via.params.set("received", Some(ip));
+    }
+    h.value = via.to_string();
 }
 
 impl Inner {

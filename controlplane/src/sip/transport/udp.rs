@@ -33,9 +33,23 @@ pub(crate) struct UdpPair {
     pub(crate) send: std::net::UdpSocket,
 }
 
+/// Socket buffer size asked for SIP over UDP: bursts of thousands of
+/// messages a second must not overflow the kernel's default (~208 KiB)
+/// while a task is busy. The kernel caps it at `net.core.rmem_max`/`wmem_max`.
+const UDP_BUFFER_BYTES: usize = 4 << 20;
+
 /// Binds a UDP socket on `addr`.
 pub(crate) fn bind(addr: SocketAddr) -> io::Result<UdpPair> {
-    let socket = std::net::UdpSocket::bind(addr)?;
+    let s2 = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    // Best effort: a smaller buffer only costs drops under bursts.
+    let _ = s2.set_recv_buffer_size(UDP_BUFFER_BYTES);
+    let _ = s2.set_send_buffer_size(UDP_BUFFER_BYTES);
+    s2.bind(&addr.into())?;
+    let socket: std::net::UdpSocket = s2.into();
     socket.set_nonblocking(true)?;
     let send = socket.try_clone()?;
     Ok(UdpPair {
