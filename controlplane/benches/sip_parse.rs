@@ -2,14 +2,13 @@
 //!
 //! Groups are named by what varies, each iteration handling one message:
 //!
-//! - `sip_parse/rsip/{invite_sdp,response_200}`: [`parse`], the path every
-//!   received message takes (our framing checks, rsip for the header lines,
-//!   our owned types).
-//! - `sip_parse/rsip_alone/{invite_sdp,response_200}`: rsip's
-//!   `SipMessage::try_from` by itself, for what rsip costs without us;
-//!   `sip_parse/rsip_alone/invite_head_as_fed`: the same on what `parse`
-//!   hands it for the INVITE (a fixed status line and the header lines),
-//!   rsip's share of `sip_parse/rsip/invite_sdp`.
+//! - `sip_parse/ours/{invite_sdp,response_200}`: [`parse`], the path every
+//!   received message takes (framing checks, header lines, owned types).
+//! - `sip_parse/rsip_alone/{invite_sdp,response_200}`: rsip 0.4's
+//!   `SipMessage::try_from` by itself, the crate `parse` once used, kept
+//!   beside ours; `sip_parse/rsip_alone/invite_head_as_fed`: the same on the
+//!   fixed status line and header lines `parse` used to hand it (its share
+//!   of a parse then).
 //! - `sip_parse/validate/invite_sdp`: [`Request::validate`] on a parsed
 //!   request (the typed views it reads).
 //! - `sip_parse/serialize/invite_sdp`: [`Request::to_bytes`].
@@ -61,7 +60,7 @@ fn scan(msg: &[u8]) -> Option<(usize, usize)> {
 }
 
 fn bench_parse(c: &mut Criterion) {
-    let mut g = c.benchmark_group("sip_parse/rsip");
+    let mut g = c.benchmark_group("sip_parse/ours");
     g.throughput(Throughput::Elements(1));
     for (name, msg) in [("invite_sdp", INVITE), ("response_200", OK_200)] {
         assert!(parse(msg).is_ok(), "{name} parses");

@@ -1,8 +1,8 @@
 //! SIP messages as the rest of Kordon sees them.
 //!
-//! Parsing is done by `rsip` (see [`parse`]); its result is turned into these
-//! owned types, so the transaction, dialog and B2BUA layers never touch rsip
-//! and the parser can be swapped without them noticing. Serialization is
+//! Parsing is ours (see [`parse`]; rsip was measured and dropped, the
+//! reasons are in `parse.rs`); it yields these owned types, which the
+//! transaction, dialog and B2BUA layers use. Serialization is
 //! [`Request::to_bytes`] / [`Response::to_bytes`], ours: it only writes
 //! header lines and is not worth a dependency.
 //!
