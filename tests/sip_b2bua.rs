@@ -856,3 +856,49 @@ fn invite_flood_from_one_source_is_rate_limited() {
     }
     assert!(limited >= 7, "only {limited} of 10 INVITEs were limited");
 }
+
+#[test]
+fn exhausted_media_ports_answer_503_with_retry_after_and_recover() {
+    let lab = lab(Setup::default());
+    let _uas = lab.uas("uas");
+    // The lab's media interfaces have 16 port pairs each: 20 calls held at
+    // once cannot all get a session.
+    let out = lab
+        .uac("uac_expect")
+        .key("expect", 200)
+        .calls(20)
+        .rate(200.0)
+        .limit(20)
+        .pause_ms(2_000)
+        .timeout(Duration::from_secs(30))
+        .run()
+        .expect("callers");
+    let stats = out.stats().expect("stats");
+    assert!(
+        stats.successful >= 1 && stats.failed >= 1,
+        "some calls must fail for want of ports: {}",
+        out.report()
+    );
+    let log = read(&out.files.messages.clone().expect("traced"));
+    assert!(
+        log.contains("SIP/2.0 503 Service Unavailable - media relay"),
+        "no 503"
+    );
+    assert!(log.contains("Retry-After:"), "503 without Retry-After");
+    let rows = lab.wait_cdrs(20);
+    let refused: Vec<_> = rows.iter().filter(|r| r["sip_status"] == "503").collect();
+    assert!(!refused.is_empty());
+    assert!(
+        refused.iter().all(|r| r["reason"].contains("media relay")),
+        "{refused:?}"
+    );
+    assert!(lab.k.log().contains("MediaFailure"), "no event logged");
+    // Once the calls ended, their ports are back: a new call goes through.
+    let again = lab
+        .uac("uac_expect")
+        .name("again")
+        .key("expect", 200)
+        .run()
+        .expect("caller");
+    assert!(again.success(), "{}", again.report());
+}
