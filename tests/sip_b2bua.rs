@@ -902,3 +902,28 @@ fn exhausted_media_ports_answer_503_with_retry_after_and_recover() {
         .expect("caller");
     assert!(again.success(), "{}", again.report());
 }
+
+#[test]
+fn late_offer_from_the_callee_is_answered_in_the_ack() {
+    let lab = lab(Setup::default());
+    let uas = lab.uas("uas_late_offer");
+    let out = lab
+        .uac("uac_late_offer")
+        .pause_ms(200)
+        .run()
+        .expect("caller");
+    assert!(out.success(), "{}\n{}", out.report(), lab.k.log());
+    let done = uas.stop(Duration::from_secs(5)).expect("callee");
+    let stats = done.stats().expect("stats");
+    assert_eq!(stats.successful, 1, "{}", done.report());
+    // The caller's offer-less INVITE reached the callee without SDP, the
+    // callee's offer reached the caller rewritten to Kordon's media address,
+    // and the caller's answer reached the callee in the ACK.
+    let caller_log = read(&out.files.messages.clone().expect("traced"));
+    assert!(
+        !caller_log.contains(&format!("c=IN IP4 {UAS_IP}")),
+        "callee's media address leaked"
+    );
+    let rows = lab.wait_cdrs(1);
+    assert_eq!(rows[0]["disposition"], "answered");
+}
