@@ -45,6 +45,8 @@ struct Setup {
     timers: Vec<String>,
     /// Extra lines for the `pstn` trunk table.
     pstn: Vec<String>,
+    /// Extra lines for the `pbx` trunk table.
+    pbx: Vec<String>,
     /// Extra tables after the trunks (users, cos).
     tables: String,
     /// The routes (`[[sip.routes]]` tables); default: everything to pstn.
@@ -88,6 +90,10 @@ fn lab(setup: Setup) -> Lab {
     t.push_str(&format!(
         "[[sip.trunks]]\nname = \"pbx\"\naddress = \"{UAC_IP}:5060\"\nacl = [\"{UAC_IP}\"]\n"
     ));
+    for l in &setup.pbx {
+        t.push_str(l);
+        t.push('\n');
+    }
     t.push_str(
         &setup
             .routes
@@ -926,4 +932,73 @@ fn late_offer_from_the_callee_is_answered_in_the_ack() {
     );
     let rows = lab.wait_cdrs(1);
     assert_eq!(rows[0]["disposition"], "answered");
+}
+
+/// Sends an INVITE with P-Asserted-Identity and Privacy from the pbx trunk
+/// and returns what the callee (answering 486) received.
+fn invite_with_identity(lab: &Lab) -> String {
+    let uas = lab.uas("uas_busy");
+    let sock = UdpSocket::bind((UAC_IP, 0)).expect("bind");
+    let local = sock.local_addr().expect("addr");
+    let text = format!(
+        "INVITE sip:{CALLEE}@{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKpai1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:0000@{local}>;tag=p1\r\nTo: <sip:{CALLEE}@{sip}>\r\n\
+         Call-ID: pai-{pid}@x\r\nCSeq: 1 INVITE\r\nContact: <sip:a@{local}>\r\n\
+         P-Asserted-Identity: <sip:84951112233@10.9.9.9>\r\nPrivacy: id\r\nContent-Length: 0\r\n\r\n",
+        sip = lab.sip,
+        pid = std::process::id()
+    );
+    sock.send_to(text.as_bytes(), lab.sip).expect("send");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let log = lab
+        .dir
+        .join(format!("uas_busy-{}_messages.log", lab.uas.port()));
+    // Until the callee has answered (486), so the call ends at once.
+    while !read(&log).contains("SIP/2.0 486") {
+        assert!(Instant::now() < deadline, "the callee never answered");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(uas);
+    read(&log)
+}
+
+#[test]
+fn asserted_identity_is_taken_from_a_trusted_trunk_and_passed_or_stripped() {
+    let lab1 = lab(Setup {
+        pbx: vec!["trust_pai = true".into()],
+        ..Setup::default()
+    });
+    let got = invite_with_identity(&lab1);
+    assert!(
+        got.contains("P-Asserted-Identity: <sip:+74951112233@127.0.0.1>"),
+        "identity not asserted to the trunk:\n{got}"
+    );
+    assert!(got.contains("Privacy: id"), "Privacy not passed:\n{got}");
+    assert!(
+        !got.contains("10.9.9.9"),
+        "the caller's host leaked:\n{got}"
+    );
+    let rows = lab1.wait_cdrs(1);
+    assert_eq!(rows[0]["a_number"], "84951112233");
+    assert_eq!(rows[0]["a_e164"], "+74951112233");
+    // Towards a trunk outside the trust domain: no identity headers.
+    let lab2 = lab(Setup {
+        pbx: vec!["trust_pai = true".into()],
+        pstn: vec!["privacy = \"strip\"".into()],
+        ..Setup::default()
+    });
+    let got = invite_with_identity(&lab2);
+    assert!(
+        !got.contains("P-Asserted-Identity"),
+        "identity not stripped:\n{got}"
+    );
+    // An untrusted trunk's PAI is neither believed nor passed.
+    let lab3 = lab(Setup::default());
+    let got = invite_with_identity(&lab3);
+    assert!(
+        !got.contains("P-Asserted-Identity"),
+        "untrusted identity passed:\n{got}"
+    );
+    let rows = lab3.wait_cdrs(1);
+    assert_eq!(rows[0]["a_number"], "0000");
 }
