@@ -194,18 +194,6 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding gRPC listener {grpc_addr}"))?;
         tracing::info!(addr = %grpc_addr, "gRPC control API listening");
-        if let Some(addr) = cfg.metrics.addr()? {
-            let svc = service.clone();
-            let l = tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("binding metrics listener {addr}"))?;
-            drop(l);
-            tokio::spawn(async move {
-                if let Err(e) = kordon_dataplane::metrics::serve(addr, svc).await {
-                    tracing::error!(error = %e, "metrics endpoint stopped");
-                }
-            });
-        }
         // The control plane (ng, SIP) drives the data plane through its gRPC
         // API, as any control plane does.
         let mut local = grpc_addr;
@@ -256,6 +244,23 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
         } else {
             None
         };
+        // Metrics: the data plane's counters, then SIP's and the CDR writer's.
+        if let Some(addr) = cfg.metrics.addr()? {
+            let svc = service.clone();
+            let l = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding metrics listener {addr}"))?;
+            drop(l);
+            let extra: kordon_dataplane::metrics::Extra = match &sip {
+                Some(sip) => std::sync::Arc::new(sip.metrics()),
+                None => std::sync::Arc::new(String::new),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = kordon_dataplane::metrics::serve_with(addr, svc, extra).await {
+                    tracing::error!(error = %e, "metrics endpoint stopped");
+                }
+            });
+        }
         let incoming = tokio_stream_from(listener);
         let (stop_grpc, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(

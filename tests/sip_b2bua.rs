@@ -328,6 +328,25 @@ fn busy_callee_is_relayed_and_recorded() {
     let rows = lab.wait_cdrs(1);
     assert_eq!(rows[0]["disposition"], "busy");
     assert_eq!(rows[0]["sip_status"], "486");
+    // The call shows on the metrics endpoint beside the data plane's counters.
+    let metrics = http_get(lab.k.metrics, "/metrics");
+    assert!(metrics.contains("kordon_sip_calls_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("kordon_sip_trunk_up{trunk=\"pstn\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kordon_cdr_written_total 1"), "{metrics}");
+    assert!(metrics.contains("kordon_dataplane_"), "{metrics}");
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+        .expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
 }
 
 #[test]

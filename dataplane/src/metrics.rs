@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use kordon_proto::v1 as pb;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -96,18 +97,28 @@ pub fn render(stats: &pb::StatsResponse, free_pairs: &[(String, u32)]) -> String
 
 /// Serves `GET /metrics` on `addr` until the task is dropped.
 pub async fn serve(addr: SocketAddr, service: Service) -> std::io::Result<()> {
+    serve_with(addr, service, Arc::new(String::new)).await
+}
+
+/// More Prometheus text appended to the data plane's (other services of the
+/// process: SIP, CDR).
+pub type Extra = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// As [`serve`], with `extra`'s text after the data plane's.
+pub async fn serve_with(addr: SocketAddr, service: Service, extra: Extra) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr).await?;
     tracing::info!(%addr, "metrics endpoint listening");
     loop {
         let (stream, _) = listener.accept().await?;
         let svc = service.clone();
+        let extra = extra.clone();
         tokio::spawn(async move {
-            let _ = answer(stream, svc).await;
+            let _ = answer(stream, svc, extra).await;
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, svc: Service) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, svc: Service, extra: Extra) -> std::io::Result<()> {
     let mut buf = [0u8; 2048];
     let mut used = 0;
     // Read the request head (bounded); the body, if any, is ignored.
@@ -142,7 +153,7 @@ async fn answer(mut stream: TcpStream, svc: Service) -> std::io::Result<()> {
             Ok(stats) => (
                 "200 OK",
                 "text/plain; version=0.0.4",
-                render(&stats, &svc.free_pairs()),
+                render(&stats, &svc.free_pairs()) + &extra(),
             ),
             Err(e) => (
                 "503 Service Unavailable",

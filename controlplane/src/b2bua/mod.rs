@@ -208,6 +208,137 @@ impl Shared {
     }
 }
 
+fn render_metrics(sh: &Shared) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(2048);
+    let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
+        let _ = writeln!(out, "# HELP kordon_sip_{name} {help}");
+        let _ = writeln!(out, "# TYPE kordon_sip_{name} {kind}");
+        let _ = writeln!(out, "kordon_sip_{name} {value}");
+    };
+    let c = &sh.counters;
+    let ep = sh.ep.with(|g| g.stats).0;
+    let t = sh.ep.transport().stats();
+    metric(
+        "calls_total",
+        "counter",
+        "INVITEs that became calls",
+        c.calls.load(Ordering::Relaxed),
+    );
+    metric(
+        "calls_active",
+        "gauge",
+        "calls in progress",
+        c.active.load(Ordering::Relaxed),
+    );
+    metric(
+        "calls_answered_total",
+        "counter",
+        "calls answered",
+        c.answered.load(Ordering::Relaxed),
+    );
+    metric(
+        "rate_limited_total",
+        "counter",
+        "INVITEs refused by the per-source rate limit",
+        c.rate_limited.load(Ordering::Relaxed),
+    );
+    metric(
+        "media_failures_total",
+        "counter",
+        "data plane failures seen by calls",
+        c.media_failures.load(Ordering::Relaxed),
+    );
+    metric(
+        "messages_received_total",
+        "counter",
+        "SIP messages parsed",
+        ep.received,
+    );
+    metric(
+        "messages_unparseable_total",
+        "counter",
+        "SIP messages dropped as unparseable",
+        ep.unparseable,
+    );
+    metric(
+        "bad_requests_total",
+        "counter",
+        "requests answered 400",
+        ep.bad_requests,
+    );
+    metric(
+        "no_dialog_total",
+        "counter",
+        "in-dialog requests answered 481",
+        ep.no_dialog,
+    );
+    metric(
+        "registrations",
+        "gauge",
+        "registered contacts",
+        Shared::lock(&sh.registrar).binding_count() as u64,
+    );
+    metric("transport_sent_total", "counter", "messages sent", t.sent);
+    metric(
+        "transport_dropped_oversize_total",
+        "counter",
+        "messages over the size limit",
+        t.dropped_oversize,
+    );
+    metric(
+        "transport_dropped_malformed_total",
+        "counter",
+        "datagrams or streams with bad framing",
+        t.dropped_malformed_frame,
+    );
+    metric(
+        "transport_keepalives_total",
+        "counter",
+        "CRLF keep-alives",
+        t.keepalives,
+    );
+    metric(
+        "transport_connections",
+        "gauge",
+        "open TCP/TLS connections",
+        t.connections_open,
+    );
+    metric(
+        "transport_send_failed_total",
+        "counter",
+        "sends that failed",
+        t.send_failed,
+    );
+    for tr in &sh.trunks.list {
+        let _ = writeln!(
+            out,
+            "kordon_sip_trunk_up{{trunk=\"{}\"}} {}",
+            tr.cfg.name,
+            u8::from(tr.is_up())
+        );
+    }
+    if let Some(w) = &sh.cdr {
+        let s = w.stats();
+        let _ = writeln!(
+            out,
+            "# TYPE kordon_cdr_written_total counter\nkordon_cdr_written_total {}",
+            s.written
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE kordon_cdr_failed_total counter\nkordon_cdr_failed_total {}",
+            s.failed
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE kordon_cdr_dropped_total counter\nkordon_cdr_dropped_total {}",
+            s.dropped_full
+        );
+    }
+    out
+}
+
 /// Why the SIP service could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -365,6 +496,13 @@ impl SipService {
             bad_requests: ep.bad_requests,
             registrations: Shared::lock(&self.shared.registrar).binding_count() as u64,
         }
+    }
+
+    /// A renderer of the SIP, transport and CDR counters as Prometheus text,
+    /// for the process's metrics endpoint.
+    pub fn metrics(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let sh = self.shared.clone();
+        move || render_metrics(&sh)
     }
 
     /// Stops: new INVITEs get 503, calls in progress are ended (BYE), the
