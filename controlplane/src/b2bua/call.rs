@@ -1246,6 +1246,13 @@ impl Call {
         }
     }
 
+    fn timer_mut(&mut self, side: Side) -> Option<&mut SessionTimer> {
+        match side {
+            Side::A => self.a_timer.as_mut(),
+            Side::B => self.b.as_mut().and_then(|b| b.timer.as_mut()),
+        }
+    }
+
     fn dialog_mut(&mut self, side: Side) -> Option<&mut Dialog> {
         match side {
             Side::A => self.a_dialog.as_mut(),
@@ -1284,17 +1291,8 @@ impl Call {
         match resp {
             Some(r) if r.status < 300 => {
                 let now = Instant::now();
-                match side {
-                    Side::A => {
-                        if let Some(t) = self.a_timer.as_mut() {
-                            t.reset(now);
-                        }
-                    }
-                    Side::B => {
-                        if let Some(t) = self.b.as_mut().and_then(|b| b.timer.as_mut()) {
-                            t.reset(now);
-                        }
-                    }
+                if let Some(t) = self.timer_mut(side) {
+                    t.reset(now);
                 }
                 None
             }
@@ -1396,17 +1394,8 @@ impl Call {
     /// media re-anchored (hold, resume, new address), and a session refresh.
     async fn refresh(&mut self, side: Side, txn: TxnId, req: Request) {
         let now = Instant::now();
-        match side {
-            Side::A => {
-                if let Some(t) = self.a_timer.as_mut() {
-                    t.reset(now);
-                }
-            }
-            Side::B => {
-                if let Some(t) = self.b.as_mut().and_then(|b| b.timer.as_mut()) {
-                    t.reset(now);
-                }
-            }
+        if let Some(t) = self.timer_mut(side) {
+            t.reset(now);
         }
         if let Some(d) = self.dialog_mut(side) {
             d.refresh_target(req.contact());
