@@ -23,7 +23,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -293,6 +293,9 @@ struct Drain {
     flush: Duration,
 }
 
+/// How long the writer sleeps at a time while a batch fills.
+const SLICE: Duration = Duration::from_millis(20);
+
 impl Drain {
     fn run(mut self) {
         let mut batch: Vec<CallRecord> = Vec::with_capacity(self.batch_max);
@@ -306,14 +309,21 @@ impl Drain {
                 Err(RecvTimeoutError::Disconnected) => break,
             }
             let deadline = Instant::now() + self.flush;
+            // The batch fills while this thread sleeps in short slices rather
+            // than waiting on the queue: a send to a sleeping (not parked)
+            // receiver costs the call path no wake-up, so a busy second
+            // makes a few wake-ups here instead of one per record.
             while batch.len() < self.batch_max && !shared.is_closed() {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                match self.rx.recv_timeout(left) {
+                match self.rx.try_recv() {
                     Ok(rec) => batch.push(*rec),
-                    Err(_) => break,
+                    Err(TryRecvError::Empty) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        std::thread::sleep(left.min(SLICE));
+                    }
+                    Err(TryRecvError::Disconnected) => break,
                 }
             }
             self.sink.write(&mut batch);
