@@ -1021,3 +1021,34 @@ fn asserted_identity_is_taken_from_a_trusted_trunk_and_passed_or_stripped() {
     let rows = lab3.wait_cdrs(1);
     assert_eq!(rows[0]["a_number"], "0000");
 }
+
+#[test]
+fn kordon_refreshes_the_callee_session_with_update() {
+    let lab = lab(Setup::default());
+    let uas = Sipp::new("uas_timer_refreshed", &lab.dir)
+        .local(lab.uas.ip(), lab.uas.port())
+        .media(lab.uas.ip(), free_udp_port())
+        .key("session_expires", 4)
+        .timeout(Duration::from_secs(30))
+        .spawn();
+    let mut uas = uas.expect("callee");
+    uas.wait_listening(Duration::from_secs(5))
+        .expect("listening");
+    // The call lasts longer than half the interval (2 s): Kordon, the
+    // refresher towards the callee, sends an UPDATE in between.
+    let out = lab
+        .uac("uac_expect")
+        .key("expect", 200)
+        .pause_ms(3_500)
+        .run()
+        .expect("caller");
+    assert!(out.success(), "{}\n{}", out.report(), lab.k.log());
+    let done = uas.wait().expect("callee ends");
+    assert!(
+        done.success(),
+        "no refresh reached the callee:\n{}",
+        done.report()
+    );
+    let rows = lab.wait_cdrs(1);
+    assert_eq!(rows[0]["reason"], "caller hung up", "{:?}", rows[0]);
+}
