@@ -18,3 +18,4 @@ pub mod registrar;
 pub mod routing;
 pub mod sdp;
 pub mod sip;
+pub mod verify;

@@ -1,0 +1,1 @@
+//! BER encoding of the VerifyCallState `data` field.

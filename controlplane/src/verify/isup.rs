@@ -1,0 +1,1 @@
+//! Numbers in ISUP address form (nature of address, numbering plan, BCD digits).

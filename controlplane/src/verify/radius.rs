@@ -1,0 +1,1 @@
+//! RADIUS packets (RFC 2865) with Message-Authenticator (RFC 3579).
