@@ -71,19 +71,6 @@ pub(crate) struct Anchor {
     serial: u32,
 }
 
-fn endpoint(a: SocketAddr) -> pb::Endpoint {
-    pb::Endpoint {
-        ip: a.ip().to_string(),
-        port: u32::from(a.port()),
-    }
-}
-
-fn addr_of(e: Option<&pb::Endpoint>) -> Option<SocketAddr> {
-    let e = e?;
-    let ip: IpAddr = e.ip.parse().ok()?;
-    Some(SocketAddr::new(ip, u16::try_from(e.port).ok()?))
-}
-
 impl Anchor {
     /// An anchor with no sessions yet. `origin_seed` makes the o= ids
     /// unrelated to anything either party sent.
@@ -147,17 +134,9 @@ impl Anchor {
                 continue;
             }
             let side = sdp::media_side(&sdp, m, None);
-            let expected_ip = expected.map(|i| i.to_string());
             let section = match self.sections.get(i).cloned().flatten() {
                 Some(s) => {
-                    let mine = pb::LegUpdate {
-                        remote_rtp: side.remote_rtp.map(endpoint),
-                        remote_rtcp: side.remote_rtcp.map(endpoint),
-                        expected_source_ip: expected_ip,
-                        direction: crate::media::pb_direction(side.direction) as i32,
-                        rtcp_mux: Some(side.rtcp_mux),
-                        ..Default::default()
-                    };
+                    let mine = crate::media::leg_update_for(&side, expected);
                     let theirs = pb::LegUpdate {
                         rtcp_mux: Some(side.rtcp_mux),
                         ..Default::default()
@@ -179,15 +158,7 @@ impl Anchor {
                 None => {
                     self.serial += 1;
                     let session_id = format!("sip-{}-{}", self.call_id, i + 1);
-                    let mine = pb::LegSpec {
-                        interface: self.ifaces[me].clone(),
-                        remote_rtp: side.remote_rtp.map(endpoint),
-                        remote_rtcp: side.remote_rtcp.map(endpoint),
-                        expected_source_ip: expected_ip.unwrap_or_default(),
-                        direction: crate::media::pb_direction(side.direction) as i32,
-                        rtcp_mux: side.rtcp_mux,
-                        ..Default::default()
-                    };
+                    let mine = crate::media::leg_for(&self.ifaces[me], &side, expected);
                     let theirs = pb::LegSpec {
                         interface: self.ifaces[other].clone(),
                         rtcp_mux: side.rtcp_mux,
@@ -206,15 +177,7 @@ impl Anchor {
                             inactivity_timeout_secs: 0,
                         })
                         .await?;
-                    let la = info
-                        .leg_a
-                        .as_ref()
-                        .and_then(|l| addr_of(l.local_rtp.as_ref()));
-                    let lb = info
-                        .leg_b
-                        .as_ref()
-                        .and_then(|l| addr_of(l.local_rtp.as_ref()));
-                    let (Some(la), Some(lb)) = (la, lb) else {
+                    let Some([la, lb]) = crate::media::local_rtp(&info) else {
                         return Err(AnchorError::Media(MediaError::Unavailable(
                             "session without local addresses".into(),
                         )));

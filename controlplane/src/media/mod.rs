@@ -258,3 +258,58 @@ pub fn pb_direction(d: crate::sdp::Direction) -> kordon_proto::v1::Direction {
         D::Inactive => P::Inactive,
     }
 }
+
+/// The data plane's form of a socket address.
+pub fn endpoint(a: std::net::SocketAddr) -> kordon_proto::v1::Endpoint {
+    MediaEndpoint {
+        ip: a.ip().to_string(),
+        port: u32::from(a.port()),
+    }
+}
+
+/// A socket address from the data plane's form (`None` when absent or bad).
+pub fn endpoint_addr(e: Option<&kordon_proto::v1::Endpoint>) -> Option<std::net::SocketAddr> {
+    let e = e?;
+    let ip: std::net::IpAddr = e.ip.parse().ok()?;
+    Some(std::net::SocketAddr::new(ip, u16::try_from(e.port).ok()?))
+}
+
+/// The leg facing a party whose SDP says `side`, created on `interface`;
+/// its media may latch from `expected` (default: the SDP's address).
+pub fn leg_for(
+    interface: &str,
+    side: &crate::sdp::MediaSide,
+    expected: Option<std::net::IpAddr>,
+) -> LegSpec {
+    LegSpec {
+        interface: interface.to_string(),
+        remote_rtp: side.remote_rtp.map(endpoint),
+        remote_rtcp: side.remote_rtcp.map(endpoint),
+        expected_source_ip: expected.map(|i| i.to_string()).unwrap_or_default(),
+        direction: pb_direction(side.direction) as i32,
+        rtcp_mux: side.rtcp_mux,
+        ..Default::default()
+    }
+}
+
+/// The update of the leg facing a party whose new SDP says `side`.
+pub fn leg_update_for(
+    side: &crate::sdp::MediaSide,
+    expected: Option<std::net::IpAddr>,
+) -> LegUpdate {
+    LegUpdate {
+        remote_rtp: side.remote_rtp.map(endpoint),
+        remote_rtcp: side.remote_rtcp.map(endpoint),
+        expected_source_ip: expected.map(|i| i.to_string()),
+        direction: pb_direction(side.direction) as i32,
+        rtcp_mux: Some(side.rtcp_mux),
+        ..Default::default()
+    }
+}
+
+/// The advertised RTP addresses of a session's leg A and leg B.
+pub fn local_rtp(info: &SessionInfo) -> Option<[std::net::SocketAddr; 2]> {
+    let a = endpoint_addr(info.leg_a.as_ref()?.local_rtp.as_ref())?;
+    let b = endpoint_addr(info.leg_b.as_ref()?.local_rtp.as_ref())?;
+    Some([a, b])
+}

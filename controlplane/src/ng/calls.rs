@@ -216,19 +216,8 @@ fn unix_secs(t: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
-fn endpoint(a: SocketAddr) -> pb::Endpoint {
-    pb::Endpoint {
-        ip: a.ip().to_string(),
-        port: u32::from(a.port()),
-    }
-}
-
 fn addr_of(e: &Option<pb::Endpoint>) -> Option<SocketAddr> {
-    let e = e.as_ref()?;
-    Some(SocketAddr::new(
-        e.ip.parse().ok()?,
-        u16::try_from(e.port).ok()?,
-    ))
+    crate::media::endpoint_addr(e.as_ref())
 }
 
 /// What one side's SDP says about one media section, with the ng options
@@ -408,14 +397,7 @@ impl Calls {
             let expected = o.received_from;
             let mut state = match call.medias.get(i).cloned().flatten() {
                 Some(ms) => {
-                    let upd = pb::LegUpdate {
-                        remote_rtp: side.remote_rtp.map(endpoint),
-                        remote_rtcp: side.remote_rtcp.map(endpoint),
-                        expected_source_ip: expected.map(|i| i.to_string()),
-                        direction: crate::media::pb_direction(side.direction) as i32,
-                        rtcp_mux: Some(side.rtcp_mux),
-                        ..Default::default()
-                    };
+                    let upd = crate::media::leg_update_for(&side, expected);
                     // The other side's leg muxes as the SDP sent to it says: an
                     // answer that declines rtcp-mux turns it off on the
                     // offerer's leg too, whose RTCP then uses its own port.
@@ -444,15 +426,7 @@ impl Calls {
                     }
                     *next_id += 1;
                     let session_id = format!("ng-{}-{}-{}", std::process::id(), serial + 1, i + 1);
-                    let mine = pb::LegSpec {
-                        interface: call.interfaces[owner].clone(),
-                        remote_rtp: side.remote_rtp.map(endpoint),
-                        remote_rtcp: side.remote_rtcp.map(endpoint),
-                        expected_source_ip: expected.map(|i| i.to_string()).unwrap_or_default(),
-                        direction: crate::media::pb_direction(side.direction) as i32,
-                        rtcp_mux: side.rtcp_mux,
-                        ..Default::default()
-                    };
+                    let mine = crate::media::leg_for(&call.interfaces[owner], &side, expected);
                     let theirs = pb::LegSpec {
                         interface: call.interfaces[other].clone(),
                         rtcp_mux: out_mux,
@@ -471,9 +445,7 @@ impl Calls {
                             inactivity_timeout_secs: 0,
                         })
                         .await?;
-                    let la = info.leg_a.as_ref().and_then(|l| addr_of(&l.local_rtp));
-                    let lb = info.leg_b.as_ref().and_then(|l| addr_of(&l.local_rtp));
-                    let (Some(la), Some(lb)) = (la, lb) else {
+                    let Some([la, lb]) = crate::media::local_rtp(&info) else {
                         return err("media relay answered without local addresses");
                     };
                     let ms = MediaState {
