@@ -377,11 +377,13 @@ impl Inner {
 
     fn route_request(&mut self, txn: TxnId, req: Request, peer: Peer) {
         // Loop detection: a request Kordon itself sent came back.
-        let looped = req
-            .headers
-            .get_all("Via")
-            .filter_map(|v| message::Via::parse(v).ok())
-            .any(|v| self.own.contains(&v.sent_by()) && req.method == Method::Invite);
+        // Only a new INVITE is checked, so other requests parse no Via here.
+        let looped = || {
+            req.headers
+                .get_all("Via")
+                .filter_map(|v| message::Via::parse(v).ok())
+                .any(|v| self.own.contains(&v.sent_by()))
+        };
         let has_to_tag = req.to().is_ok_and(|t| t.tag().is_some());
         if has_to_tag {
             if let Some(owner) = self.dialog_owner(&req) {
@@ -401,7 +403,7 @@ impl Inner {
             return;
         }
         match req.method {
-            Method::Invite if looped => self.reply(txn, 482, None),
+            Method::Invite if looped() => self.reply(txn, 482, None),
             Method::Invite => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 self.invites.insert(txn, tx.clone());

@@ -219,9 +219,32 @@ impl Headers {
     }
 }
 
+/// The spellings [`canonical_name`] returns for the headers read most.
+const CANONICAL: &[&str] = &[
+    "Via",
+    "From",
+    "To",
+    "Call-ID",
+    "CSeq",
+    "Contact",
+    "Content-Length",
+    "Content-Type",
+    "Max-Forwards",
+    "Route",
+    "Record-Route",
+    "Require",
+    "Supported",
+    "Allow",
+];
+
 /// The canonical long form of a header name (RFC 3261 §7.3.3 compact forms
 /// and the usual capitalisations); unknown names are returned unchanged.
 pub fn canonical_name(name: &str) -> &str {
+    // Fast path: the code asks with the canonical spelling, and most
+    // headers arrive in it.
+    if let Some(c) = CANONICAL.iter().find(|c| **c == name) {
+        return c;
+    }
     const TABLE: &[(&str, &str)] = &[
         ("v", "Via"),
         ("via", "Via"),
