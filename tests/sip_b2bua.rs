@@ -1024,7 +1024,10 @@ fn asserted_identity_is_taken_from_a_trusted_trunk_and_passed_or_stripped() {
 
 #[test]
 fn kordon_refreshes_the_callee_session_with_update() {
-    let lab = lab(Setup::default());
+    let lab = lab(Setup {
+        timers: vec!["min_se_s = 2".into()],
+        ..Setup::default()
+    });
     let uas = Sipp::new("uas_timer_refreshed", &lab.dir)
         .local(lab.uas.ip(), lab.uas.port())
         .media(lab.uas.ip(), free_udp_port())

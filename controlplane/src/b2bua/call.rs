@@ -90,15 +90,30 @@ struct SessionTimer {
 
 impl SessionTimer {
     fn reset(&mut self, now: Instant) {
-        self.deadline = if self.we_refresh {
-            now + self.interval / 2
+        let wait = if self.we_refresh {
+            self.interval / 2
         } else {
             // RFC 4028 §10: BYE when no refresh came before the interval minus
             // the smaller of 32 s and a third of it.
             let margin = Duration::from_secs(32).min(self.interval / 3);
-            now + self.interval.saturating_sub(margin)
+            self.interval.saturating_sub(margin)
         };
+        self.deadline = now.checked_add(wait).unwrap_or(now);
     }
+}
+
+/// Longest session interval Kordon keeps (a day): a peer's larger value is
+/// clamped, so no timer arithmetic can overflow.
+const MAX_SESSION_S: u64 = 86_400;
+
+/// A Session-Expires value (RFC 4028 §4): the interval in seconds, clamped to
+/// `[min_se, MAX_SESSION_S]`, and whether it names the UAS as refresher.
+/// `None` when it is not a number.
+fn session_expires(value: &str, min_se: u32) -> Option<(u64, bool)> {
+    let (secs, params) = value.split_once(';').unwrap_or((value, ""));
+    let secs: u64 = secs.trim().parse().ok()?;
+    let secs = secs.clamp(u64::from(min_se).max(1), MAX_SESSION_S);
+    Some((secs, params.to_ascii_lowercase().contains("refresher=uas")))
 }
 
 struct BLeg {
@@ -108,6 +123,9 @@ struct BLeg {
     local: LocalAddr,
     dialog: Option<Dialog>,
     timer: Option<SessionTimer>,
+    /// The ACK sent for B's 2xx, sent again when the 2xx is (RFC 3261
+    /// §13.2.2.4: the UAC acknowledges every retransmission).
+    ack: Option<Request>,
 }
 
 pub(crate) struct Call {
@@ -435,9 +453,9 @@ impl Call {
             .headers
             .get("Session-Expires")
             .and_then(|v| v.split(';').next())
-            .and_then(|v| v.trim().parse::<u32>().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
         {
-            if se < sh.cfg.timers.min_se_s {
+            if se < u64::from(sh.cfg.timers.min_se_s) {
                 let mut r = response_to(&req, 422, &self.a_tag);
                 r.headers.push("Min-SE", sh.cfg.timers.min_se_s.to_string());
                 self.answer_a(r);
@@ -777,11 +795,13 @@ impl Call {
             local,
             dialog: None,
             timer: None,
+            ack: None,
         });
         let first_response =
             Instant::now() + Duration::from_millis(self.sh.cfg.timers.attempt_timeout_ms);
         let mut got_response = false;
         let mut ringing_sent = false;
+        let mut last_b_rseq: Option<u32> = None;
         // A reliable provisional sent to A and not yet PRACKed: (resp, next, interval, give up).
         let mut reliable: Option<(Response, Instant, Duration, Instant)> = None;
         let t1 = Duration::from_millis(self.sh.cfg.timers.t1_ms);
@@ -789,7 +809,7 @@ impl Call {
             let retransmit_at = reliable.as_ref().map(|r| r.1);
             let input = tokio::select! {
                 i = self.rx.recv() => i,
-                _ = self.stop.changed() => {
+                _ = stopped(&mut self.stop) => {
                     self.cancel_b();
                     self.reject_a(503, "Service Unavailable - shutting down");
                     return Attempt::Aborted(End::new(503, "shutting down", Disposition::Failed));
@@ -833,6 +853,21 @@ impl Call {
                 Input::Response(t, response) if t == txn => {
                     got_response = true;
                     let status = response.status;
+                    // RFC 3262 §4: a reliable provisional whose RSeq is not
+                    // above the last one is a retransmission, not news.
+                    if status > 100
+                        && status < 200
+                        && response.headers.has_token("Require", "100rel")
+                    {
+                        let rseq = response
+                            .headers
+                            .get("RSeq")
+                            .and_then(|v| v.trim().parse::<u32>().ok());
+                        if rseq.is_some() && rseq <= last_b_rseq {
+                            continue;
+                        }
+                        last_b_rseq = rseq.or(last_b_rseq);
+                    }
                     if status < 200 {
                         if status == 100 {
                             continue;
@@ -1042,13 +1077,12 @@ impl Call {
         self.sh.ep.with(|g| g.add_dialog(key.clone(), &tx));
         self.dialogs.push(key);
         // Session timer towards B, from its answer.
+        let min_se = self.sh.cfg.timers.min_se_s;
         b.timer = resp.headers.get("Session-Expires").and_then(|v| {
-            let (secs, params) = v.split_once(';').unwrap_or((v, ""));
-            let secs: u64 = secs.trim().parse().ok()?;
-            let we = !params.to_ascii_lowercase().contains("refresher=uas");
+            let (secs, uas_refreshes) = session_expires(v, min_se)?;
             let mut t = SessionTimer {
-                interval: Duration::from_secs(secs.max(1)),
-                we_refresh: we,
+                interval: Duration::from_secs(secs),
+                we_refresh: !uas_refreshes,
                 deadline: now,
             };
             t.reset(now);
@@ -1058,6 +1092,7 @@ impl Call {
         if a_offered || a_body.is_none() {
             let ack = dialog.ack(invite_seq);
             let peer = b.peer;
+            b.ack = Some(ack.clone());
             self.sh.ep.with(|g| g.send_ack(ack, peer));
         }
         b.dialog = Some(dialog);
@@ -1102,11 +1137,7 @@ impl Call {
     /// Kordon refreshes).
     fn a_session_expires(&self) -> Option<(u64, bool)> {
         let v = self.a_req.headers.get("Session-Expires")?;
-        let (secs, params) = v.split_once(';').unwrap_or((v, ""));
-        let secs: u64 = secs.trim().parse().ok()?;
-        let secs = secs.max(u64::from(self.sh.cfg.timers.min_se_s));
-        let we = params.to_ascii_lowercase().contains("refresher=uas");
-        Some((secs, we))
+        session_expires(v, self.sh.cfg.timers.min_se_s)
     }
 
     fn ack_and_bye_b(&mut self, resp: &Response) {
@@ -1150,7 +1181,7 @@ impl Call {
             } else {
                 tokio::select! {
                     i = self.rx.recv() => i,
-                    _ = self.stop.changed() => {
+                    _ = stopped(&mut self.stop) => {
                         self.bye_both();
                         return End::new(200, "shutting down", Disposition::Answered);
                     }
@@ -1217,6 +1248,15 @@ impl Call {
                         return end;
                     }
                 }
+                Input::Response(t, r) if (200..300).contains(&r.status) => {
+                    // B's 2xx again: our ACK was lost.
+                    if let Some(b) = self.b.as_ref().filter(|b| b.txn == t) {
+                        if let Some(ack) = b.ack.clone() {
+                            let peer = b.peer;
+                            self.sh.ep.with(|g| g.send_ack(ack, peer));
+                        }
+                    }
+                }
                 Input::Response(..) | Input::Failed { .. } | Input::Cancel => {}
             }
         }
@@ -1232,7 +1272,10 @@ impl Call {
                     ack.body = Bytes::from(s);
                 }
                 let peer = b.peer;
-                self.sh.ep.with(|g| g.send_ack(ack, peer));
+                self.sh.ep.with(|g| g.send_ack(ack.clone(), peer));
+                if let Some(b) = self.b.as_mut() {
+                    b.ack = Some(ack);
+                }
             }
         }
     }
@@ -1244,6 +1287,13 @@ impl Call {
         } else {
             Side::B
         }
+    }
+
+    /// Forgets a finished in-call transaction (refreshes, re-INVITEs), so a
+    /// long call does not collect them.
+    fn done_with(&mut self, txn: TxnId) {
+        self.txns.retain(|t| *t != txn);
+        self.sh.ep.with(|g| g.forget(&[txn], &[]));
     }
 
     fn timer_mut(&mut self, side: Side) -> Option<&mut SessionTimer> {
@@ -1288,6 +1338,7 @@ impl Call {
         let (t, _) = self.sh.ep.with(|g| g.send_request(upd, peer, &tx));
         self.txns.push(t);
         let resp = self.wait_response(t).await;
+        self.done_with(t);
         match resp {
             Some(r) if r.status < 300 => {
                 let now = Instant::now();
@@ -1446,6 +1497,7 @@ impl Call {
         let (t, _) = self.sh.ep.with(|g| g.send_request(out, peer, &tx));
         self.txns.push(t);
         let resp = self.wait_response(t).await;
+        self.done_with(t);
         let Some(resp) = resp else {
             self.sh
                 .ep
@@ -1579,9 +1631,45 @@ fn slim(req: &mut Request) {
     req.headers.0.shrink_to_fit();
 }
 
+/// Resolves once the service is stopping, at once if it already is (a call
+/// admitted during the stop still ends with it).
+async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
+}
+
 async fn sleep_opt(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_expires_is_clamped_and_never_overflows_a_timer() {
+        assert_eq!(
+            session_expires("1800;refresher=uac", 90),
+            Some((1800, false))
+        );
+        assert_eq!(session_expires("30;refresher=UAS", 90), Some((90, true)));
+        assert_eq!(
+            session_expires("18446744073709551615", 90),
+            Some((MAX_SESSION_S, false))
+        );
+        assert_eq!(session_expires("99999999999999999999999", 90), None);
+        assert_eq!(session_expires("x", 90), None);
+        let now = Instant::now();
+        for we_refresh in [true, false] {
+            let mut t = SessionTimer {
+                interval: Duration::from_secs(MAX_SESSION_S),
+                we_refresh,
+                deadline: now,
+            };
+            t.reset(now);
+            assert!(t.deadline > now);
+        }
     }
 }

@@ -40,6 +40,10 @@ impl Side {
     }
 }
 
+/// Most media sections of one SDP that get a data plane session each; more
+/// is refused (488) rather than letting one INVITE take hundreds of ports.
+const MAX_SECTIONS: usize = 8;
+
 /// Why an SDP could not be anchored.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AnchorError {
@@ -123,6 +127,11 @@ impl Anchor {
         let me = from.idx();
         let other = from.other().idx();
         let count = sdp.media().len();
+        if count > MAX_SECTIONS {
+            return Err(AnchorError::Sdp(format!(
+                "{count} media sections, at most {MAX_SECTIONS} are relayed"
+            )));
+        }
         if self.sections.len() < count {
             self.sections.resize(count, None);
         }
@@ -178,6 +187,8 @@ impl Anchor {
                         })
                         .await?;
                     let Some([la, lb]) = crate::media::local_rtp(&info) else {
+                        // Not usable, but it exists: it must not outlive the call.
+                        let _ = client.delete(&session_id).await;
                         return Err(AnchorError::Media(MediaError::Unavailable(
                             "session without local addresses".into(),
                         )));
