@@ -1,12 +1,25 @@
-//! The call verification node (anti-fraud, seed 004): its wire codecs so far.
+//! The call verification node (anti-fraud): the originating operator's node
+//! confirms to the terminating operator's node that a call really left its
+//! network, so that calls with a spoofed calling number are released.
 //!
-//! - [`ber`]: the BER `data` of the inter-node VerifyCallState request, with
-//!   numbers in ISUP address form ([`isup`]).
-//! - [`radius`]: RADIUS Access-Request/Accept/Reject packets.
-//!
-//! The node itself (registry, capacity, presets, REST, inter-node client and
-//! server, records) builds on them.
+//! - [`node`]: the decisions (classification, registration, verification,
+//!   answers to other nodes);
+//! - [`registry`]: outgoing calls kept `call_timer` seconds;
+//! - [`numbers`]: number ranges, SETUP files and other operators' ranges;
+//! - [`records`]: the record of every verification (SQLite);
+//! - [`peer`]: the inter-node `VerifyCallState` exchange;
+//! - [`ber`], [`isup`], [`radius`]: wire codecs;
+//! - [`config`]: the `[verify]` settings.
 
 pub mod ber;
+pub mod config;
 pub mod isup;
+pub mod node;
+pub mod numbers;
+pub mod peer;
 pub mod radius;
+pub mod records;
+pub mod registry;
+
+pub use config::VerifyConfig;
+pub use node::{CheckRequest, Class, Node, Outcome, RegisterRequest, State, Verdict};
