@@ -461,8 +461,10 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let mut c = VerifyConfig::default();
-        c.db_cut_time = "25:00".into();
+        let c = VerifyConfig {
+            db_cut_time: "25:00".into(),
+            ..VerifyConfig::default()
+        };
         assert_eq!(c.validate().unwrap_err().0, "verify.db_cut_time");
         let mut c = VerifyConfig::default();
         c.peers.insert("x".into(), "127.0.0.1:1".into());
@@ -476,8 +478,10 @@ mod tests {
             c.validate().unwrap_err().0,
             "verify.last_numbers.intervals[0].range"
         );
-        let mut c = VerifyConfig::default();
-        c.rest_addr = "localhost".into();
+        let c = VerifyConfig {
+            rest_addr: "localhost".into(),
+            ..VerifyConfig::default()
+        };
         assert_eq!(c.validate().unwrap_err().0, "verify.rest_addr");
         let mut c = VerifyConfig::default();
         c.numbering.abc = "4x5".into();

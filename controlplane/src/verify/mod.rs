@@ -9,6 +9,8 @@
 //! - [`records`]: the record of every verification (SQLite);
 //! - [`peer`]: the inter-node `VerifyCallState` exchange;
 //! - [`ber`], [`isup`], [`radius`]: wire codecs;
+//! - [`setup`]: our capacity from SETUP files, other operators' range files;
+//! - [`uvrd`]: import of a classic `uvrd.conf`;
 //! - [`config`]: the `[verify]` settings.
 
 pub mod ber;
@@ -20,6 +22,8 @@ pub mod peer;
 pub mod radius;
 pub mod records;
 pub mod registry;
+pub mod setup;
+pub mod uvrd;
 
 pub use config::VerifyConfig;
 pub use node::{CheckRequest, Class, Node, Outcome, RegisterRequest, State, Verdict};

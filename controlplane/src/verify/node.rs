@@ -634,6 +634,14 @@ impl Node {
                     "timeout".to_string(),
                 )
             }
+            PeerAnswer::Unreachable(why) => {
+                self.stats.timeouts.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = uvr_t, %addr, reason = %why, "verification node unreachable");
+                (
+                    error_out(code::TIMEOUT, warning_bits::TIMEOUT),
+                    format!("unreachable: {why}"),
+                )
+            }
             PeerAnswer::Error(e) => {
                 self.stats.errors.fetch_add(1, Ordering::Relaxed);
                 (
@@ -716,7 +724,8 @@ impl Node {
         let cfg = &st.cfg;
         let msg = match super::peer::read_request(body) {
             Ok(m) => m,
-            Err((answer, why)) => {
+            Err(bad) => {
+                let (answer, why) = *bad;
                 self.stats.bad_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(reason = %why, "unreadable VerifyCallState request");
                 self.record_in(

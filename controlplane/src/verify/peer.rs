@@ -131,6 +131,9 @@ pub enum PeerAnswer {
     Error(u32),
     /// No answer within the time.
     Timeout,
+    /// The node could not be reached (connection refused or lost before an
+    /// answer): no answer, as for a timeout.
+    Unreachable(String),
     /// Unreachable, or an answer that is not one (the text says what).
     Failed(String),
 }
@@ -193,7 +196,7 @@ impl PeerClient {
         };
         let resp = match self.client.request(req).await {
             Ok(r) => r,
-            Err(e) => return PeerAnswer::Failed(format!("{addr}: {e}")),
+            Err(e) => return PeerAnswer::Unreachable(format!("{addr}: {e}")),
         };
         let status = resp.status();
         let body = match Limited::new(resp.into_body(), MAX_BODY).collect().await {
@@ -227,9 +230,16 @@ pub fn read_answer(asked: &Message, status: u16, body: &[u8]) -> PeerAnswer {
     }
 }
 
-/// Reads a request body. On failure, the error answer to send (with what
-/// could be read of the request echoed) and the reason.
-pub fn read_request(body: &[u8]) -> Result<Message, (Message, String)> {
+/// Why a request body could not be used: the error answer to send (with
+/// what could be read of the request echoed) and the reason.
+pub type Unreadable = Box<(Message, String)>;
+
+/// Reads a request body.
+pub fn read_request(body: &[u8]) -> Result<Message, Unreadable> {
+    read(body).map_err(Box::new)
+}
+
+fn read(body: &[u8]) -> Result<Message, (Message, String)> {
     let v: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => return Err((blank().error(error_code::MALFORMED_REQUEST), e.to_string())),
@@ -330,16 +340,16 @@ mod tests {
 
     #[test]
     fn bad_requests_get_an_error_answer_with_what_was_readable() {
-        let (e, why) = read_request(b"{not json").unwrap_err();
+        let (e, why) = *read_request(b"{not json").unwrap_err();
         assert_eq!(e.errorCode, Some(1));
         assert!(!why.is_empty());
-        let (e, why) = read_request(
+        let (e, why) = *read_request(
             br#"{"request":{"serviceKey":80,"uvrO":1,"uvrT":2,"sessionId":"00000000000000AB"}}"#,
         )
         .unwrap_err();
         assert_eq!((e.uvrO, e.uvrT), (1, 2));
         assert!(why.contains("data") && why.contains("opcode"), "{why}");
-        let (_, why) = read_request(
+        let (_, why) = *read_request(
             br#"{"request":{"serviceKey":80,"uvrO":1,"uvrT":2,"sessionId":"xyz","data":"","opcode":"Request"}}"#,
         )
         .unwrap_err();
