@@ -284,11 +284,13 @@ impl Call {
                     from: self.rec.a_number.clone(),
                     to: self.rec.b_number.clone(),
                 });
-                let end = match self.setup(targets).await {
-                    Ok(()) => self.confirmed().await,
-                    Err(end) => end,
-                };
-                end
+                match self.verify_incoming(&targets).await {
+                    Some(end) => end,
+                    None => match self.setup(targets).await {
+                        Ok(()) => self.confirmed().await,
+                        Err(end) => end,
+                    },
+                }
             }
         };
         self.finish(end).await;
@@ -330,6 +332,99 @@ impl Call {
                 .push("Retry-After", self.sh.cfg.timers.retry_after_s.to_string());
         }
         self.answer_a(r);
+    }
+
+    /// The operator behind trunk `name` when it is an interconnect (an
+    /// operator id that is not one of the verification node's).
+    fn interconnect(&self, node: &crate::verify::Node, name: &str) -> Option<u32> {
+        let op = self.sh.trunks.get(name)?.cfg.operator_id?;
+        (!node.state().cfg.is_own_operator(op)).then_some(op)
+    }
+
+    fn verify_numbers(&self) -> (String, String) {
+        let a = self
+            .rec
+            .a_e164
+            .clone()
+            .unwrap_or_else(|| self.rec.a_number.clone());
+        let b = self
+            .rec
+            .b_e164
+            .clone()
+            .unwrap_or_else(|| self.rec.b_number.clone());
+        (a, b)
+    }
+
+    /// A call from an interconnect trunk is classified and verified by the
+    /// verification node before any INVITE leaves; a release answers the
+    /// caller 403 with the Q.850 cause in a Reason header.
+    async fn verify_incoming(&mut self, targets: &[Target]) -> Option<End> {
+        let node = self.sh.verify.clone()?;
+        let Some(Caller::Trunk(name)) = &self.caller else {
+            return None;
+        };
+        let id_src = self.interconnect(&node, name)?;
+        let id_dst = targets.iter().find_map(|t| match t {
+            Target::Trunk(n) => self.sh.trunks.get(n)?.cfg.operator_id,
+            Target::User { .. } => None,
+        });
+        let (a, b) = self.verify_numbers();
+        let req = crate::verify::CheckRequest {
+            a,
+            b,
+            c: self.rec.original_called.clone(),
+            d: None,
+            id_src: Some(id_src),
+            id_dst,
+            call_id: self.id.clone(),
+        };
+        let out = node.check(&req, "sip").await;
+        let crate::verify::Verdict::Release(cause) = out.verdict else {
+            return None;
+        };
+        let why = crate::verify::records::code::name(out.code);
+        let mut r = response_to(&self.a_req, 403, &self.a_tag);
+        r.reason = "Forbidden - call verification failed".into();
+        r.headers
+            .push("Reason", format!("Q.850;cause={cause};text=\"{why}\""));
+        self.answer_a(r);
+        self.sh
+            .counters
+            .verify_released
+            .fetch_add(1, Ordering::Relaxed);
+        Some(End::new(
+            403,
+            format!("call verification: {why} (Q.850 cause {cause})"),
+            Disposition::Forbidden,
+        ))
+    }
+
+    /// A call from our network to an interconnect trunk is registered with
+    /// the verification node before its INVITE leaves, so the far node's
+    /// question cannot overtake it.
+    fn register_outgoing(&self, trunk: &str) {
+        let Some(node) = self.sh.verify.clone() else {
+            return;
+        };
+        let Some(id_dst) = self.interconnect(&node, trunk) else {
+            return;
+        };
+        if let Some(Caller::Trunk(src)) = &self.caller {
+            if self.interconnect(&node, src).is_some() {
+                // Transit: the originating operator registered it.
+                return;
+            }
+        }
+        let (a, b) = self.verify_numbers();
+        let out = node.register(&crate::verify::RegisterRequest {
+            a,
+            b,
+            id_dst,
+            call_id: self.id.clone(),
+        });
+        if out.verdict != crate::verify::Verdict::Registered {
+            tracing::warn!(call = %self.id, reason = ?out.detail, "outgoing call not registered for verification");
+        }
     }
 
     /// Source, rate, identity, numbers, policy and destination. `Err(None)`
@@ -547,6 +642,7 @@ impl Call {
                     tracing::debug!(call = %self.id, trunk = %name, "trunk down: skipped");
                     continue;
                 }
+                self.register_outgoing(name);
                 let admitted = Shared::lock(&self.sh.admission).try_acquire(name);
                 if admitted.is_err() {
                     let now = Utc::now();

@@ -154,6 +154,12 @@ pub struct TrunkConfig {
     /// The data plane interface for media to this trunk ("" = the SIP
     /// interface's).
     pub media_interface: String,
+    /// The operator behind the trunk (its id in the operators' directory),
+    /// for call verification: a trunk whose operator is not one of
+    /// `verify.nodes` is an interconnect — calls from it are verified, calls
+    /// to it registered. Absent = a trunk of our own network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator_id: Option<u32>,
 }
 
 impl Default for TrunkConfig {
@@ -169,6 +175,7 @@ impl Default for TrunkConfig {
             privacy: PrivacyPolicy::Pass,
             options_interval_s: 0,
             media_interface: String::new(),
+            operator_id: None,
         }
     }
 }

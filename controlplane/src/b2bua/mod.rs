@@ -117,6 +117,7 @@ pub(crate) struct Counters {
     pub(crate) rate_limited: AtomicU64,
     pub(crate) media_failures: AtomicU64,
     pub(crate) cdr_dropped: AtomicU64,
+    pub(crate) verify_released: AtomicU64,
 }
 
 /// A snapshot of the service's counters.
@@ -165,6 +166,8 @@ pub(crate) struct Shared {
     pub(crate) calls_done: tokio::sync::Notify,
     /// Flips to true when the service stops: calls end themselves.
     pub(crate) shutdown: tokio::sync::watch::Sender<bool>,
+    /// The call verification node, when on.
+    pub(crate) verify: Option<Arc<crate::verify::Node>>,
 }
 
 impl Shared {
@@ -310,6 +313,12 @@ fn render_metrics(sh: &Shared) -> String {
         "sends that failed",
         t.send_failed,
     );
+    metric(
+        "verify_released_total",
+        "counter",
+        "calls from interconnects released by call verification",
+        sh.counters.verify_released.load(Ordering::Relaxed),
+    );
     for tr in &sh.trunks.list {
         let _ = writeln!(
             out,
@@ -367,6 +376,7 @@ impl SipService {
         cdr_cfg: &CdrConfig,
         data_dir: &Path,
         media: MediaClient,
+        verify: Option<Arc<crate::verify::Node>>,
     ) -> Result<SipService, StartError> {
         let sip_ifaces: Vec<_> = cfg.interfaces.iter().map(|i| i.sip.clone()).collect();
         let settings = TransportSettings {
@@ -440,6 +450,7 @@ impl SipService {
             stopping: AtomicBool::new(false),
             calls_done: tokio::sync::Notify::new(),
             shutdown: tokio::sync::watch::Sender::new(false),
+            verify,
         });
         let mut tasks = Vec::new();
         let sh = shared.clone();

@@ -9,6 +9,7 @@
 //! - [`records`]: the record of every verification (SQLite);
 //! - [`peer`]: the inter-node `VerifyCallState` exchange;
 //! - [`ber`], [`isup`], [`radius`]: wire codecs;
+//! - [`radius_server`]: the RADIUS front door (section 9);
 //! - [`setup`]: our capacity from SETUP files, other operators' range files;
 //! - [`uvrd`]: import of a classic `uvrd.conf`;
 //! - [`config`]: the `[verify]` settings.
@@ -20,6 +21,7 @@ pub mod node;
 pub mod numbers;
 pub mod peer;
 pub mod radius;
+pub mod radius_server;
 pub mod records;
 pub mod registry;
 pub mod setup;

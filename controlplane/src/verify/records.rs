@@ -1,11 +1,29 @@
 //! Verification records: one row per verification, in SQLite, written off the
 //! request path by one thread.
 //!
-//! SKELETON: types and the sink; the writer thread, retention and the report
-//! are to be written.
+//! What is here: the record and its codes, [`RecordSink`] (the node's
+//! non-blocking end of the queue), [`spawn`] and [`RecordsHandle`] (the
+//! writer thread, batching and daily retention clean-up; `writer`),
+//! [`cleanup`] (the SQL side of retention; `store`), and [`report`] with
+//! [`parse_time`] (a plain-text summary for the CLI; `report`).
+//!
+//! What is not: deciding what a verification's code is (see the node).
+//!
+//! Invariants: the request path never waits on SQLite: [`RecordSink::submit`]
+//! is a `try_send` and a full queue is a counted drop. One thread writes; the
+//! table's `time` column is RFC 3339 UTC with milliseconds, so text order is
+//! time order.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
+
+mod report;
+mod store;
+mod writer;
+
+pub use report::{parse_time, report};
+pub use store::cleanup;
+pub use writer::{spawn, RecordsHandle};
 
 /// Verification codes (the `code` column). 4 is the classic "calling number
 /// not served"; the others are ours (README, verification section).
@@ -161,3 +179,6 @@ impl RecordSink {
         self.dropped.load(Ordering::Relaxed)
     }
 }
+
+#[cfg(test)]
+mod tests;
