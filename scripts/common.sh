@@ -7,8 +7,9 @@ KORDON_DEB_PACKAGES="${KORDON_DEB_PACKAGES:-gcc libc6-dev pkg-config}"
 # ... and the real peers the tests talk to (scripts/test.sh only): kamailio
 # (with its rtpengine module), sip-tester (SIPp) and rtpengine-daemon for the ng
 # end-to-end tests (tests/ng_kamailio.rs, tests/ng_vs_rtpengine.rs), and
-# baresip-core, a SIP user agent for the SIP end-to-end tests (tests/sip/).
-KORDON_TEST_DEB_PACKAGES="${KORDON_TEST_DEB_PACKAGES:-iproute2 curl kamailio sip-tester rtpengine-daemon baresip-core}"
+# baresip-core, a SIP user agent for the SIP end-to-end tests (tests/sip/),
+# and freeradius-utils (radclient) for the verification node's RADIUS tests.
+KORDON_TEST_DEB_PACKAGES="${KORDON_TEST_DEB_PACKAGES:-iproute2 curl kamailio sip-tester rtpengine-daemon baresip-core freeradius-utils}"
 
 # The peers' packages may start system services (kamailio, rtpengine): the
 # tests start their own instances on their own ports, so those are stopped.

@@ -24,6 +24,8 @@ pub(crate) struct Config {
     pub sip: kordon_controlplane::b2bua::SipConfig,
     /// Call detail records.
     pub cdr: kordon_controlplane::cdr::CdrConfig,
+    /// The call verification node (anti-fraud).
+    pub verify: kordon_controlplane::verify::VerifyConfig,
 }
 
 /// `[general]`
@@ -34,6 +36,20 @@ pub(crate) struct General {
     pub data_dir: PathBuf,
     /// Log filter (tracing's env-filter syntax); RUST_LOG overrides it.
     pub log: String,
+    /// Pid file of `kordon run` (`kordon reload` signals that process);
+    /// empty = `<data_dir>/kordon.pid`, relative = under the data dir.
+    pub pid_file: String,
+}
+
+impl General {
+    /// The pid file's path.
+    pub(crate) fn pid_path(&self) -> PathBuf {
+        if self.pid_file.is_empty() {
+            self.data_dir.join("kordon.pid")
+        } else {
+            self.data_dir.join(&self.pid_file)
+        }
+    }
 }
 
 impl Default for General {
@@ -41,6 +57,7 @@ impl Default for General {
         General {
             data_dir: PathBuf::from("kordon-data"),
             log: "info".to_string(),
+            pid_file: String::new(),
         }
     }
 }
@@ -186,6 +203,9 @@ impl Config {
             .collect();
         self.sip
             .validate(&media)
+            .map_err(|(key, reason)| ConfigError::new(key, reason))?;
+        self.verify
+            .validate()
             .map_err(|(key, reason)| ConfigError::new(key, reason))?;
         self.cdr.validate().map_err(|m| match m.split_once(':') {
             Some((k, r)) => ConfigError::new(k.trim(), r.trim().to_string()),

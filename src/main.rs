@@ -51,6 +51,34 @@ enum Cmd {
         #[command(subcommand)]
         action: CdrCmd,
     },
+    /// The call verification node's tools.
+    Verify {
+        #[command(subcommand)]
+        action: VerifyCmd,
+    },
+    /// Makes the running `kordon run` re-read its configuration (sends it
+    /// SIGHUP through its pid file).
+    Reload,
+}
+
+#[derive(Subcommand, Debug)]
+enum VerifyCmd {
+    /// Counts verifications by verification code over a time span (at most
+    /// `verify.limit_sql` rows are read).
+    Report {
+        /// Start (RFC 3339, `YYYY-MM-DD` or `YYYY-MM-DD HH:MM:SS`, UTC).
+        #[arg(long)]
+        from: String,
+        /// End, exclusive (same forms).
+        #[arg(long)]
+        to: String,
+    },
+    /// Converts a classic `uvrd.conf` into Kordon's `[verify]` TOML (printed
+    /// on standard output; notes about keys left out on standard error).
+    ImportUvrd {
+        /// The uvrd.conf file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -106,8 +134,10 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Cdr { action } => cdr_command(&cfg, action),
-        Cmd::Run => serve(cfg, true),
-        Cmd::Dataplane => serve(cfg, false),
+        Cmd::Verify { action } => verify_command(&cfg, action),
+        Cmd::Reload => reload_command(&cfg),
+        Cmd::Run => serve(cfg, cli.config.clone(), true),
+        Cmd::Dataplane => serve(cfg, cli.config.clone(), false),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -153,6 +183,74 @@ fn cdr_command(cfg: &Config, action: CdrCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn verify_command(cfg: &Config, action: VerifyCmd) -> anyhow::Result<()> {
+    use kordon_controlplane::verify::{records, uvrd};
+    match action {
+        VerifyCmd::Report { from, to } => {
+            let from = records::parse_time(&from).map_err(|e| anyhow::anyhow!("--from: {e}"))?;
+            let to = records::parse_time(&to).map_err(|e| anyhow::anyhow!("--to: {e}"))?;
+            let db = cfg.verify.db_file(&cfg.general.data_dir);
+            let mut out = std::io::stdout().lock();
+            records::report(&db, from, to, cfg.verify.limit_sql, &mut out)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", db.display()))?;
+        }
+        VerifyCmd::ImportUvrd { file } => {
+            let text = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {}", file.display()))?;
+            let (v, notes) =
+                uvrd::import(&text).map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            if let Err((k, m)) = v.validate() {
+                eprintln!("warning: the result will be refused until changed: {k}: {m}");
+            }
+            print!("{}", uvrd::to_toml(&v));
+        }
+    }
+    Ok(())
+}
+
+fn reload_command(cfg: &Config) -> anyhow::Result<()> {
+    let path = cfg.general.pid_path();
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {} (is `kordon run` running?)", path.display()))?;
+    let pid: u32 = text
+        .trim()
+        .parse()
+        .with_context(|| format!("{}: {:?} is not a pid", path.display(), text.trim()))?;
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .context("running kill")?;
+    anyhow::ensure!(status.success(), "kill -HUP {pid} failed ({status})");
+    println!("sent SIGHUP to {pid}");
+    Ok(())
+}
+
+/// Re-reads the configuration file and applies what can change while
+/// running (the `[verify]` section).
+async fn reload(
+    path: Option<&std::path::Path>,
+    verify: &kordon_controlplane::verify::service::VerifyService,
+) {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "reload refused: invalid configuration; the old one stays");
+            return;
+        }
+    };
+    match verify.reload(cfg.verify).await {
+        Ok(kept) if kept.is_empty() => tracing::info!("configuration reloaded"),
+        Ok(kept) => tracing::warn!(
+            settings = %kept.join(", "),
+            "configuration reloaded; these verify settings changed but need a restart"
+        ),
+        Err(e) => tracing::error!(error = %e, "reload refused; the old configuration stays"),
+    }
+}
+
 fn init_logs(cfg: &Config) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&cfg.general.log))
@@ -166,7 +264,7 @@ fn init_logs(cfg: &Config) {
         .init();
 }
 
-fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
+fn serve(cfg: Config, path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
     init_logs(&cfg);
     if full {
         std::fs::create_dir_all(&cfg.general.data_dir).with_context(|| {
@@ -224,6 +322,19 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
                 }
             });
         }
+        let verify = if full && cfg.verify.enabled {
+            Some(
+                kordon_controlplane::verify::service::VerifyService::start(
+                    cfg.verify.clone(),
+                    &cfg.general.data_dir,
+                )
+                .await
+                .map_err(anyhow::Error::msg)
+                .context("starting the verification node")?,
+            )
+        } else {
+            None
+        };
         let sip = if full && cfg.sip.enabled {
             // The B2BUA calls the data plane in this process directly: the same
             // gRPC messages, without an HTTP/2 round trip over loopback.
@@ -237,9 +348,15 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
                 .collect();
             sip_cfg.resolve_media_interfaces(&names);
             Some(
-                SipService::start(sip_cfg, &cfg.cdr, &cfg.general.data_dir, media)
-                    .await
-                    .context("starting SIP")?,
+                SipService::start(
+                    sip_cfg,
+                    &cfg.cdr,
+                    &cfg.general.data_dir,
+                    media,
+                    verify.as_ref().map(|v| v.node()),
+                )
+                .await
+                .context("starting SIP")?,
             )
         } else {
             None
@@ -251,10 +368,15 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding metrics listener {addr}"))?;
             drop(l);
-            let extra: kordon_dataplane::metrics::Extra = match &sip {
-                Some(sip) => std::sync::Arc::new(sip.metrics()),
-                None => std::sync::Arc::new(String::new),
-            };
+            let sip_metrics = sip.as_ref().map(|s| s.metrics());
+            let verify_metrics = verify.as_ref().map(|v| v.metrics_fn());
+            let extra: kordon_dataplane::metrics::Extra = std::sync::Arc::new(move || {
+                let mut out = sip_metrics.as_ref().map(|f| f()).unwrap_or_default();
+                if let Some(f) = &verify_metrics {
+                    out.push_str(&f());
+                }
+                out
+            });
             tokio::spawn(async move {
                 if let Err(e) = kordon_dataplane::metrics::serve_with(addr, svc, extra).await {
                     tracing::error!(error = %e, "metrics endpoint stopped");
@@ -270,12 +392,36 @@ fn serve(cfg: Config, full: bool) -> anyhow::Result<()> {
                     let _ = grpc_stopped.await;
                 }),
         );
-        shutdown_signal().await;
+        let pid_path = cfg.general.pid_path();
+        if full {
+            std::fs::write(&pid_path, format!("{}\n", std::process::id()))
+                .with_context(|| format!("writing pid file {}", pid_path.display()))?;
+        }
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                () = &mut stop => break,
+                _ = hup.recv() => match &verify {
+                    Some(v) => reload(path.as_deref(), v).await,
+                    None => tracing::info!("SIGHUP: nothing reloads without the verification node"),
+                },
+            }
+        }
         // Calls end first (their media deletes still need the gRPC API),
         // then the CDR queue drains, then the API stops.
         if let Some(sip) = sip {
             tracing::info!("ending calls and draining CDRs");
             sip.shutdown().await;
+        }
+        if let Some(v) = verify {
+            tracing::info!("stopping the verification node");
+            v.shutdown().await;
+        }
+        if full {
+            let _ = std::fs::remove_file(&pid_path);
         }
         let _ = stop_grpc.send(());
         server

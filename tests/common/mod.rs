@@ -227,6 +227,11 @@ impl Config {
         if !self.lines.iter().any(|l| l.contains("[ng]")) {
             t.push_str("\n[ng]\nlisten = \"\"\n");
         }
+        // Likewise the verification node's fixed default ports: off unless
+        // the test's own TOML has a [verify] section.
+        if !self.extra.contains("[verify]") {
+            t.push_str("\n[verify]\nenabled = false\n");
+        }
         t.push('\n');
         t.push_str(&self.extra);
         t

@@ -8,6 +8,8 @@
 //! - [`numbers`]: number ranges, SETUP files and other operators' ranges;
 //! - [`records`]: the record of every verification (SQLite);
 //! - [`peer`]: the inter-node `VerifyCallState` exchange;
+//! - [`rest`]: the REST API and the inter-node endpoint, on [`http`];
+//! - [`service`]: the running node (listeners, periodic work, reload, stop);
 //! - [`ber`], [`isup`], [`radius`]: wire codecs;
 //! - [`radius_server`]: the RADIUS front door (section 9);
 //! - [`setup`]: our capacity from SETUP files, other operators' range files;
@@ -16,6 +18,7 @@
 
 pub mod ber;
 pub mod config;
+pub mod http;
 pub mod isup;
 pub mod node;
 pub mod numbers;
@@ -24,6 +27,8 @@ pub mod radius;
 pub mod radius_server;
 pub mod records;
 pub mod registry;
+pub mod rest;
+pub mod service;
 pub mod setup;
 pub mod uvrd;
 

@@ -239,6 +239,7 @@ pub fn read_request(body: &[u8]) -> Result<Message, Unreadable> {
     read(body).map_err(Box::new)
 }
 
+#[allow(clippy::result_large_err)] // boxed once by read_request
 fn read(body: &[u8]) -> Result<Message, (Message, String)> {
     let v: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,

@@ -231,15 +231,60 @@ fn render_metrics(node: &Node, radius: &RadiusStats) -> String {
             let _ = writeln!(out, "# TYPE kordon_verify_{name} {kind}");
             let _ = writeln!(out, "kordon_verify_{name} {v}");
         };
-        m("registered_total", "counter", "outgoing calls registered", s.registered.load(Ordering::Relaxed));
-        m("asked_total", "counter", "verification requests sent to other nodes", s.asked.load(Ordering::Relaxed));
-        m("answered_total", "counter", "verification requests of other nodes answered", s.answered.load(Ordering::Relaxed));
-        m("released_total", "counter", "calls released after verification", s.released.load(Ordering::Relaxed));
-        m("timeouts_total", "counter", "other nodes' answers not received in time", s.timeouts.load(Ordering::Relaxed));
-        m("errors_total", "counter", "verifications ended by an error", s.errors.load(Ordering::Relaxed));
-        m("bad_requests_total", "counter", "requests refused as unusable", s.bad_requests.load(Ordering::Relaxed));
-        m("registry_calls", "gauge", "outgoing calls in the registry", node.registry().len() as u64);
-        m("records_dropped_total", "counter", "records lost to a full queue", node.records().dropped());
+        m(
+            "registered_total",
+            "counter",
+            "outgoing calls registered",
+            s.registered.load(Ordering::Relaxed),
+        );
+        m(
+            "asked_total",
+            "counter",
+            "verification requests sent to other nodes",
+            s.asked.load(Ordering::Relaxed),
+        );
+        m(
+            "answered_total",
+            "counter",
+            "verification requests of other nodes answered",
+            s.answered.load(Ordering::Relaxed),
+        );
+        m(
+            "released_total",
+            "counter",
+            "calls released after verification",
+            s.released.load(Ordering::Relaxed),
+        );
+        m(
+            "timeouts_total",
+            "counter",
+            "other nodes' answers not received in time",
+            s.timeouts.load(Ordering::Relaxed),
+        );
+        m(
+            "errors_total",
+            "counter",
+            "verifications ended by an error",
+            s.errors.load(Ordering::Relaxed),
+        );
+        m(
+            "bad_requests_total",
+            "counter",
+            "requests refused as unusable",
+            s.bad_requests.load(Ordering::Relaxed),
+        );
+        m(
+            "registry_calls",
+            "gauge",
+            "outgoing calls in the registry",
+            node.registry().len() as u64,
+        );
+        m(
+            "records_dropped_total",
+            "counter",
+            "records lost to a full queue",
+            node.records().dropped(),
+        );
     }
     out.push_str(&radius.metrics());
     out

@@ -1,0 +1,167 @@
+//! The small HTTP/1.1 server under the verification node's REST API and its
+//! inter-node `VerifyCallState` endpoint.
+//!
+//! What it does: accepts TCP connections (TCP_NODELAY set), serves each on
+//! its own task with hyper's HTTP/1.1 connection (keep-alive on, header
+//! names written title-cased), reads each request's body whole up to [`MAX_BODY`] and hands method, path, headers
+//! and body to a [`Handler`], whose [`Reply`] is either a response or "hold":
+//! keep the request unanswered for a while, then close the connection
+//! without a response (the preset "do not answer" of the inter-node
+//! exchange).
+//!
+//! What it does not do: routing, content negotiation, TLS, HTTP/2, or any
+//! decision; those belong to the handler ([`super::rest`]).
+//!
+//! Invariants:
+//! - a body announced (Content-Length) or found (chunked) to be larger than
+//!   [`MAX_BODY`] is never buffered: the handler's
+//!   [`Handler::body_too_large`] answer is sent and the connection closed;
+//! - no input from the network panics; an accept error (EMFILE and the
+//!   like) is logged and retried after [`ACCEPT_PAUSE`];
+//! - [`serve`] runs until its task is aborted; aborting it also ends every
+//!   connection it serves (they live in its `JoinSet`).
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{HeaderValue, CONNECTION};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{HeaderMap, Method};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+pub use super::peer::MAX_BODY;
+
+/// Pause after a failed `accept` before trying again.
+pub const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// Longest wait for a request's head on an open connection (slow clients).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The response type handlers build.
+pub type Response = hyper::Response<Full<Bytes>>;
+
+/// One request, body read whole.
+#[derive(Debug)]
+pub struct Request {
+    /// Method.
+    pub method: Method,
+    /// Path, without the query.
+    pub path: String,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body, at most [`MAX_BODY`] bytes.
+    pub body: Bytes,
+}
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Reply {
+    /// Send this response.
+    Answer(Response),
+    /// Send nothing: wait this long, then close the connection.
+    Hold(Duration),
+}
+
+/// Answers requests.
+pub trait Handler: Send + Sync + 'static {
+    /// The reply to `req`.
+    fn handle(&self, req: Request) -> impl Future<Output = Reply> + Send;
+    /// The answer to a request whose body is larger than [`MAX_BODY`].
+    fn body_too_large(&self) -> Response;
+}
+
+/// Serves `listener` with `handler` until the task is aborted.
+pub async fn serve<H: Handler>(listener: TcpListener, handler: H) {
+    let handler = Arc::new(handler);
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    conns.spawn(connection(stream, peer, handler.clone()));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "verify http: accept failed, retrying");
+                    tokio::time::sleep(ACCEPT_PAUSE).await;
+                }
+            },
+            Some(done) = conns.join_next(), if !conns.is_empty() => {
+                if let Err(e) = done {
+                    if e.is_panic() {
+                        tracing::error!(error = %e, "verify http: connection task panicked");
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn connection<H: Handler>(stream: TcpStream, peer: SocketAddr, handler: Arc<H>) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "verify http: TCP_NODELAY not set");
+    }
+    let service = service_fn(move |req: hyper::Request<Incoming>| {
+        let handler = handler.clone();
+        async move { one(&*handler, req).await }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .keep_alive(true)
+        .title_case_headers(true)
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "verify http: connection ended");
+    }
+}
+
+/// Serves one request. An `Err` makes hyper close the connection without
+/// answering (hold, or a body that could not be read).
+async fn one<H: Handler>(
+    handler: &H,
+    req: hyper::Request<Incoming>,
+) -> Result<Response, io::Error> {
+    let (parts, body) = req.into_parts();
+    if body.size_hint().lower() > MAX_BODY as u64 {
+        return Ok(closing(handler.body_too_large()));
+    }
+    let body = match Limited::new(body, MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            return Ok(closing(handler.body_too_large()));
+        }
+        Err(e) => return Err(io::Error::other(format!("reading the body: {e}"))),
+    };
+    let req = Request {
+        method: parts.method,
+        path: parts.uri.path().to_string(),
+        headers: parts.headers,
+        body,
+    };
+    match handler.handle(req).await {
+        Reply::Answer(r) => Ok(r),
+        Reply::Hold(d) => {
+            tokio::time::sleep(d).await;
+            Err(io::Error::other("held without an answer"))
+        }
+    }
+}
+
+/// `r` with `Connection: close`: the rest of the body is not read, so the
+/// connection cannot carry another request.
+fn closing(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    r
+}
