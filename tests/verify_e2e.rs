@@ -542,3 +542,52 @@ fn setup_files_load_refuse_and_config_reloads() {
         ask().contains(r#""opcode":"Continue""#)
     });
 }
+
+#[test]
+fn a_classic_uvrd_conf_converts_and_encryption_is_refused_at_start() {
+    let dir = temp_dir("verify-cli");
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("controlplane/tests/fixtures/uvrd.conf");
+    let out = Command::new(kordon_bin())
+        .args(["verify", "import-uvrd"])
+        .arg(&fixture)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let toml = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(toml.contains("[verify]"), "{toml}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ignored:"));
+    // The converted section is a valid configuration once encryption is off.
+    let path = dir.join("converted.toml");
+    std::fs::write(&path, toml.replace("encrypted = true", "encrypted = false")).unwrap();
+    let check = Command::new(kordon_bin())
+        .arg("--config")
+        .arg(&path)
+        .args(["config", "check"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    // encrypted = yes is refused before anything starts, with the reason.
+    let enc = dir.join("encrypted.toml");
+    std::fs::write(&enc, "[verify]\nencrypted = true\n").unwrap();
+    let run = Command::new(kordon_bin())
+        .arg("--config")
+        .arg(&enc)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        err.contains("verify.encrypted") && err.contains("not supported"),
+        "{err}"
+    );
+}
