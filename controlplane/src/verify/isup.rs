@@ -175,6 +175,35 @@ impl IsupNumber {
     }
 }
 
+/// Invariant check for the `verify_isup` cargo-fuzz target (and the unit
+/// tests): [`IsupNumber::decode`] of `data` returns. A number that decodes
+/// holds `nature` < 128, `plan` < 8 and 1..=[`MAX_DIGITS`] ASCII digits,
+/// encodes to octets that decode to an equal number, and encoding that again
+/// gives the same octets. An error has a non-empty message. Panics only if
+/// one of those breaks.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_verify_isup(data: &[u8]) {
+    match IsupNumber::decode(data) {
+        Ok(n) => {
+            assert!(n.nature < 128 && n.plan < 8, "header out of range: {n:?}");
+            assert!(
+                (1..=MAX_DIGITS).contains(&n.digits.len())
+                    && n.digits.bytes().all(|b| b.is_ascii_digit()),
+                "digits out of range: {n:?}"
+            );
+            let wire = n.encode();
+            assert_eq!(
+                IsupNumber::decode(&wire).as_ref(),
+                Ok(&n),
+                "re-decode differs: {wire:02X?}"
+            );
+            let again = IsupNumber::decode(&wire).map(|m| m.encode());
+            assert_eq!(again.as_ref(), Ok(&wire), "encoding is not a fixed point");
+        }
+        Err(e) => assert!(!e.to_string().is_empty(), "empty error message"),
+    }
+}
+
 fn bcd(nibble: u8, offset: usize) -> Result<char, IsupError> {
     if nibble <= 9 {
         Ok(char::from(b'0' + nibble))
@@ -266,6 +295,20 @@ mod tests {
             IsupNumber::decode(&long),
             Err(IsupError::TooManyDigits { count: 34 })
         );
+    }
+
+    #[test]
+    fn fuzz_body_accepts_samples_and_hostile_input() {
+        for bytes in [
+            &[0x84, 0x10, 0x47, 0x99, 0x49, 0x49, 0x93, 0x05][..],
+            &[0x04, 0x9F, 0x21],
+            &[0x84, 0x10, 0xF1, 0x03],
+            &[0x84, 0x10],
+            &[],
+            &[0xFF; 40],
+        ] {
+            fuzz_verify_isup(bytes);
+        }
     }
 
     #[test]

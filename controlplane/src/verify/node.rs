@@ -880,6 +880,93 @@ impl Node {
     }
 }
 
+/// Invariant check for the `verify_node_request` cargo-fuzz target (and the
+/// unit tests): `data` is the body of another node's `VerifyCallState`
+/// request, answered by a node built once (capacity 74950000000-74959999999
+/// as node 10, a call from 74951234567 to 78120000001 registered, a preset
+/// Release for 74959000000-74959000099 and a silent one for
+/// 74959000100-74959000199). [`Node::answer_request`] returns; the answer
+/// is HTTP 400 with an error answer of code 1 exactly when
+/// [`super::peer::read_request`] refuses the body (and is then the answer it
+/// built); otherwise it is HTTP 200 and any answer echoes the request's
+/// serviceKey, sessionId, uvrO and uvrT, with `data` `3000` and an opcode of
+/// `Continue`, `Release` or `Error` (only the last with a code). Panics only
+/// if one of those breaks.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_verify_node_request(data: &[u8]) {
+    use super::peer::ANSWER_DATA;
+    static NODE: std::sync::OnceLock<Node> = std::sync::OnceLock::new();
+    let node = NODE.get_or_init(fuzz_node);
+    let (status, answer) = node.answer_request(data);
+    match super::peer::read_request(data) {
+        Err(bad) => {
+            let (expected, why) = *bad;
+            assert!(!why.is_empty(), "refused without a reason");
+            assert_eq!(status, 400, "unreadable request answered {status}");
+            let answer = answer.expect("an unreadable request gets an answer");
+            assert_eq!(
+                (answer.opcode.as_str(), answer.errorCode),
+                ("Error", Some(error_code::MALFORMED_REQUEST)),
+                "unreadable request: {answer:?}"
+            );
+            assert_eq!(answer, expected, "not the answer read_request built");
+        }
+        Ok(req) => {
+            assert_eq!(status, 200, "readable request answered {status}");
+            if let Some(a) = answer {
+                assert_eq!(
+                    (&a.sessionId, a.uvrO, a.uvrT, a.serviceKey),
+                    (&req.sessionId, req.uvrO, req.uvrT, req.serviceKey),
+                    "answer does not echo the request"
+                );
+                assert_eq!(a.data, ANSWER_DATA, "answer data");
+                match a.opcode.as_str() {
+                    "Continue" | "Release" => assert_eq!(a.errorCode, None, "{a:?}"),
+                    "Error" => assert!(a.errorCode.is_some(), "error without code"),
+                    other => panic!("answer opcode {other:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// The node [`fuzz_verify_node_request`] asks.
+#[cfg(any(test, feature = "fuzzing"))]
+fn fuzz_node() -> Node {
+    use super::config::{NodeIdConfig, PresetInterval};
+    let (from, to) =
+        range_of("74950000000", "74959999999").expect("a valid range: both ends 11 digits");
+    let capacity = RangeMap::build(vec![(from, to, 10)]).expect("one range cannot overlap another");
+    let mut cfg = VerifyConfig {
+        nodes: vec![NodeIdConfig {
+            uvr_id: 10,
+            operator_id: 100,
+        }],
+        ..VerifyConfig::default()
+    };
+    cfg.last_numbers.intervals = vec![
+        PresetInterval {
+            range: "74959000000-74959000099".into(),
+            event: Some(2),
+        },
+        PresetInterval {
+            range: "74959000100-74959000199".into(),
+            event: Some(1),
+        },
+    ];
+    let state = State::from_config(cfg, Arc::new(capacity), Vec::new())
+        .expect("the default configuration with one node id is valid");
+    let node = Node::new(state, RecordSink::disabled(), Path::new("."));
+    let out = node.register(&RegisterRequest {
+        a: "+74951234567".into(),
+        b: "+78120000001".into(),
+        id_dst: 5,
+        call_id: "fuzz".into(),
+    });
+    assert_eq!(out.verdict, Verdict::Registered, "fuzz node registration");
+    node
+}
+
 fn international(digits: &str) -> IsupNumber {
     // Digits come from `normalize` (1-15 digits), which `international`
     // accepts; the fallback keeps this total anyway.
@@ -1023,6 +1110,41 @@ mod tests {
             Some(("Error".into(), Some(4)))
         );
         assert_eq!(node.answer_request(b"[]").0, 400);
+    }
+
+    #[test]
+    fn fuzz_body_accepts_samples_and_hostile_input() {
+        let body = |a: &str, b: &str, uvr_t: u32| {
+            let data = VerifyData {
+                calling: international(a),
+                called: CalledNumber::Plain(international(b)),
+                original_called: None,
+            }
+            .to_hex();
+            format!(
+                r#"{{"request":{{"serviceKey":80,"uvrO":7,"uvrT":{uvr_t},"sessionId":"00000000000000AB","data":"{data}","opcode":"Request"}}}}"#
+            )
+        };
+        for b in [
+            body("74951234567", "78120000001", 10),
+            body("74951234567", "78120000002", 10),
+            body("74959000005", "78120000001", 10),
+            body("74959000105", "78120000001", 10),
+            body("78121234567", "74950000001", 10),
+            body("74951234567", "78120000001", 11),
+        ] {
+            fuzz_verify_node_request(b.as_bytes());
+        }
+        for b in [
+            &br#"{"request":{"serviceKey":80,"uvrO":7,"uvrT":10,"sessionId":"00000000000000AB","data":"30zz","opcode":"Request"}}"#[..],
+            br#"{"request":{"serviceKey":129,"uvrO":7,"uvrT":10,"sessionId":"00000000000000AB","data":"3000","opcode":"Request"}}"#,
+            br#"{"request":{"serviceKey":80,"uvrO":7,"uvrT":10,"sessionId":"xyz","data":"3000","opcode":"Request"}}"#,
+            b"[]",
+            b"{",
+            b"",
+        ] {
+            fuzz_verify_node_request(b);
+        }
     }
 
     #[tokio::test]

@@ -34,7 +34,8 @@
 //! the verdict "release" for `CheckCall` and "unknown call" for `callUpdate`:
 //! a misconfigured client must see an error, not a verdict. Paths match
 //! ASCII case-insensitively; the query is ignored. Body fields: `a`, `b`,
-//! `c`, `d`, `call_id` are JSON strings; `id_dst`, `id_src` are integers
+//! `c`, `d`, `call_id` are JSON strings, `a`, `b` and `call_id` not
+//! empty; `id_dst`, `id_src` are integers
 //! (0..=4294967295), given as numbers or as strings of digits; `c` and `d`
 //! may be absent, `null` or `""`; unknown fields are ignored. A missing
 //! `Content-Type` is taken as JSON (`curl -d` sends a form type: add
@@ -177,8 +178,7 @@ impl Rest {
                 rest_answer(status, &out)
             }
             Route::Update => {
-                let call_id = match string(&fields, "call_id") {
-                    Ok(c) if c.is_empty() => return self.body_error("call_id: empty".to_string()),
+                let call_id = match update_call_id(&fields) {
                     Ok(c) => c,
                     Err(detail) => return self.body_error(detail),
                 };
@@ -335,6 +335,14 @@ fn string_value(v: &Value, name: &str) -> Result<String, String> {
     }
 }
 
+/// A string that must be given and not be empty (`a`, `b`, `call_id`).
+fn required_string(m: &Map<String, Value>, name: &str) -> Result<String, String> {
+    match string(m, name)? {
+        s if s.is_empty() => Err(format!("{name}: empty")),
+        s => Ok(s),
+    }
+}
+
 /// Absent, `null` and `""` are all "not given".
 fn optional_string(m: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
     match m.get(name) {
@@ -367,23 +375,64 @@ fn integer(m: &Map<String, Value>, name: &str) -> Result<u32, String> {
 
 fn register_request(m: &Map<String, Value>) -> Result<RegisterRequest, String> {
     Ok(RegisterRequest {
-        a: string(m, "a")?,
-        b: string(m, "b")?,
+        a: required_string(m, "a")?,
+        b: required_string(m, "b")?,
         id_dst: integer(m, "id_dst")?,
-        call_id: string(m, "call_id")?,
+        call_id: required_string(m, "call_id")?,
     })
 }
 
 fn check_request(m: &Map<String, Value>) -> Result<CheckRequest, String> {
     Ok(CheckRequest {
-        a: string(m, "a")?,
-        b: string(m, "b")?,
+        a: required_string(m, "a")?,
+        b: required_string(m, "b")?,
         c: optional_string(m, "c")?,
         d: optional_string(m, "d")?,
         id_src: Some(integer(m, "id_src")?),
         id_dst: None,
-        call_id: string(m, "call_id")?,
+        call_id: required_string(m, "call_id")?,
     })
+}
+
+/// The `call_id` of a `callUpdate` body: a non-empty string.
+fn update_call_id(m: &Map<String, Value>) -> Result<String, String> {
+    required_string(m, "call_id")
+}
+
+/// Invariant check for the `verify_rest` cargo-fuzz target (and the unit
+/// tests): `data` as the body of each REST request goes through the parsers
+/// the handlers use (the JSON object, then the `RegisterCall`, `CheckCall`
+/// and `callUpdate` fields). None panics; an error has a non-empty message;
+/// a `CheckCall` that parses has non-empty `a`, `b` and `call_id` and an
+/// `id_src`; a `callUpdate` that parses has a non-empty `call_id`. Panics
+/// only if one of those breaks.
+#[cfg(any(test, feature = "fuzzing"))]
+pub fn fuzz_verify_rest(data: &[u8]) {
+    fn message<T>(r: &Result<T, String>) {
+        if let Err(e) = r {
+            assert!(!e.is_empty(), "empty error message");
+        }
+    }
+    let fields = object(data);
+    message(&fields);
+    let Ok(fields) = fields else {
+        return;
+    };
+    message(&register_request(&fields));
+    let check = check_request(&fields);
+    message(&check);
+    if let Ok(c) = &check {
+        assert!(
+            !c.a.is_empty() && !c.b.is_empty() && !c.call_id.is_empty(),
+            "CheckCall with an empty field: {c:?}"
+        );
+        assert!(c.id_src.is_some(), "CheckCall without id_src");
+    }
+    let update = update_call_id(&fields);
+    message(&update);
+    if let Ok(c) = &update {
+        assert!(!c.is_empty(), "callUpdate with an empty call_id");
+    }
 }
 
 struct Peer {
@@ -948,6 +997,33 @@ mod tests {
             .await
             .expect("connection still open after abort");
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+
+    /// Inputs the `verify_rest` fuzz target found, and the seeds: each keeps
+    /// the fuzz invariants.
+    #[test]
+    fn malformed_input() {
+        // A CheckCall with an empty call_id used to parse (the node refused
+        // it later); empty mandatory strings are now refused by the parser.
+        let found =
+            br#"{"a":"74951234567","b":"78121245667","c":"7812020000","id_src":5,"call_id":""}"#;
+        fuzz_verify_rest(found);
+        let m = object(found).unwrap();
+        assert_eq!(check_request(&m), Err("call_id: empty".to_string()));
+        let m = object(br#"{"a":"","b":"1","id_dst":5,"call_id":"x"}"#).unwrap();
+        assert_eq!(register_request(&m), Err("a: empty".to_string()));
+        for body in [
+            &br#"{"a":"+74951234567","b":"88120000001","id_dst":5,"call_id":"r1"}"#[..],
+            br#"{"a":"1","b":"2","c":"","d":null,"id_src":"100","call_id":"c1"}"#,
+            br#"{"call_id":"r1"}"#,
+            br#"{"call_id":""}"#,
+            b"[1,2]",
+            b"{\"a\":",
+            b" \n",
+            b"",
+        ] {
+            fuzz_verify_rest(body);
+        }
     }
 
     #[test]
