@@ -140,20 +140,38 @@ start() {
 }
 stop_all() { cleanup; PIDS=(); sleep 0.5; }
 
+# cpu_busy S: "a/b" = busy % of CPU 0 and CPU 1 over S seconds (/proc/stat).
+cpu_busy() {
+    local a b
+    a=$(awk '/^cpu[01] /{idle=$5+$6; t=0; for(i=2;i<=NF;i++) t+=$i; print idle, t}' /proc/stat)
+    sleep "$1"
+    b=$(awk '/^cpu[01] /{idle=$5+$6; t=0; for(i=2;i<=NF;i++) t+=$i; print idle, t}' /proc/stat)
+    paste <(echo "$a") <(echo "$b") | awk '{printf "%s%.0f", (NR>1?"/":""), 100*(1-($3-$1)/($4-$2))}'
+}
+
 # wrk_run LABEL SCRIPT URL [ENV...]: one wrk run on CPU 0; prints a table row.
 wrk_run() {
     local label=$1 script=$2 url=$3; shift 3
     local out=$WORK/wrk-${label// /_}.txt
+    out=${out//[()]/}
+    # CPU busy of both CPUs over the middle of the run.
+    (sleep 1; cpu_busy $((DURATION > 3 ? DURATION - 2 : 1)) >"$out.cpu") &
+    local probe=$!
     env "$@" taskset -c 0 wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "$url" >"$out" 2>&1
+    wait "$probe"
     python3 - "$label" "$out" <<'PY'
 import re, sys
 label, path = sys.argv[1], sys.argv[2]
+try:
+    cpu = open(path + ".cpu").read().strip()
+except OSError:
+    cpu = "?"
 t = open(path).read()
 rps = re.search(r"Requests/sec:\s+([\d.]+)", t)
 lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", t, re.M))
 errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 total = re.search(r"(\d+) requests in", t)
-print(f"| {label} | {float(rps.group(1)) if rps else 0:,.0f} | {lat.get('50','?')} | {lat.get('99','?')} | {total.group(1) if total else '?'} | {errs.group(1) if errs else 0} |")
+print(f"| {label} | {float(rps.group(1)) if rps else 0:,.0f} | {lat.get('50','?')} | {lat.get('99','?')} | {total.group(1) if total else '?'} | {errs.group(1) if errs else 0} | {cpu} |")
 PY
 }
 
@@ -162,8 +180,8 @@ echo "# Call verification, $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(grep -m
 echo
 echo "node under test on CPU 1, load (and the peer node) on CPU 0; wrk -t1 -c$CONNS -d${DURATION}s"
 echo
-echo "| what | req/s | p50 | p99 | requests | non-2xx |"
-echo "|---|---|---|---|---|---|"
+echo "| what | req/s | p50 | p99 | requests | non-2xx | CPU0/CPU1 busy % |"
+echo "|---|---|---|---|---|---|---|"
 } >"$REPORT"
 
 if has local; then
@@ -203,17 +221,23 @@ if has radius; then
     log "RADIUS"
     config t 64
     start t 1
-    taskset -c 0 "$RLOAD" --target "127.0.0.1:$T_RADIUS" --secret bench-secret --duration "$DURATION" \
-        --window 256 --a 7812XXXXXXX --b 7495XXXXXXX --in-label 22 >"$WORK/radius.txt" 2>&1 || true
-    python3 - "$WORK/radius.txt" <<'PY' >>"$REPORT"
+    for window in 32 256; do
+        (sleep 1; cpu_busy $((DURATION > 3 ? DURATION - 2 : 1)) >"$WORK/radius-$window.cpu") &
+        probe=$!
+        taskset -c 0 "$RLOAD" --target "127.0.0.1:$T_RADIUS" --secret bench-secret --duration "$DURATION" \
+            --window "$window" --a 7812XXXXXXX --b 7495XXXXXXX --in-label 22 >"$WORK/radius-$window.txt" 2>&1 || true
+        wait "$probe"
+        python3 - "$WORK/radius-$window.txt" "$WORK/radius-$window.cpu" "$window" <<'PY' >>"$REPORT"
 import json, sys
+cpu = open(sys.argv[2]).read().strip()
 for line in open(sys.argv[1]):
     line = line.strip()
     if line.startswith("{"):
         j = json.loads(line)
         lat = j["latency_us"]
-        print(f"| RADIUS Access-Request (outgoing, registered) | {j['throughput_per_s']:,.0f} | {lat['p50']:.0f}us | {lat['p99']:.0f}us | {j['answered']} | {j['timeouts']} timeouts, {j['rejects']} rejects |")
+        print(f"| RADIUS Access-Request (outgoing, registered), window {sys.argv[3]} | {j['throughput_per_s']:,.0f} | {lat['p50']:.0f}us | {lat['p99']:.0f}us | {j['answered']} | {j['timeouts']} timeouts, {j['rejects']} rejects | {cpu} |")
 PY
+    done
     stop_all
 fi
 
@@ -238,7 +262,7 @@ v = sorted(r[0] for r in db.execute("select latency_us from verifications where 
 codes = dict(db.execute("select code, count(*) from verifications where source='sip' group by code"))
 if v:
     p = lambda q: v[min(len(v) - 1, int(q * len(v)))]
-    print(f"| INVITE from an interconnect: verification time (SIPp 100 calls/s, T asks O) | — | {p(0.5)/1000:.2f}ms | {p(0.99)/1000:.2f}ms | {len(v)} | codes {codes} |")
+    print(f"| INVITE from an interconnect: verification time (SIPp 100 calls/s, T asks O) | — | {p(0.5)/1000:.2f}ms | {p(0.99)/1000:.2f}ms | {len(v)} | codes {codes} | |")
 else:
     print("| INVITE from an interconnect | no verification recorded | | | | |")
 PY
