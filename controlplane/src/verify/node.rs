@@ -100,7 +100,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn bad(errors: u32, detail: String) -> Outcome {
+    /// A refused request: [`Verdict::Bad`] with `errors` and what was wrong.
+    pub fn bad(errors: u32, detail: String) -> Outcome {
         Outcome {
             verdict: Verdict::Bad,
             errors,
@@ -683,10 +684,11 @@ impl Node {
     ) {
         let request = if request.is_empty() {
             format!(
-                "a={} b={} c={} id_src={} id_dst={}",
+                "a={} b={} c={} d={} id_src={} id_dst={}",
                 req.a,
                 req.b,
                 req.c.as_deref().unwrap_or(""),
+                req.d.as_deref().unwrap_or(""),
                 req.id_src.map(|v| v.to_string()).unwrap_or_default(),
                 req.id_dst.map(|v| v.to_string()).unwrap_or_default()
             )

@@ -237,13 +237,7 @@ fn content_type_ok(headers: &HeaderMap) -> Result<(), String> {
 }
 
 fn bad(errors: u32, detail: String) -> Outcome {
-    Outcome {
-        verdict: Verdict::Bad,
-        errors,
-        warnings: 0,
-        code: code::BAD_REQUEST,
-        detail: Some(detail),
-    }
+    Outcome::bad(errors, detail)
 }
 
 fn clean() -> Outcome {
