@@ -219,6 +219,14 @@ fn reload_command(cfg: &Config) -> anyhow::Result<()> {
         .trim()
         .parse()
         .with_context(|| format!("{}: {:?} is not a pid", path.display(), text.trim()))?;
+    // A pid file left by a crash may name another program by now.
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    anyhow::ensure!(
+        comm.trim() == "kordon",
+        "process {pid} from {} is not a running kordon ({:?}); is `kordon run` running?",
+        path.display(),
+        comm.trim()
+    );
     let status = std::process::Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()
@@ -392,13 +400,15 @@ fn serve(cfg: Config, path: Option<PathBuf>, full: bool) -> anyhow::Result<()> {
                     let _ = grpc_stopped.await;
                 }),
         );
+        // The handler first: a `kordon reload` that finds the pid file must
+        // not meet SIGHUP's default action (termination).
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
         let pid_path = cfg.general.pid_path();
         if full {
             std::fs::write(&pid_path, format!("{}\n", std::process::id()))
                 .with_context(|| format!("writing pid file {}", pid_path.display()))?;
         }
-        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("installing the SIGHUP handler")?;
         let stop = shutdown_signal();
         tokio::pin!(stop);
         loop {

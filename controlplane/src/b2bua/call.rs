@@ -378,7 +378,24 @@ impl Call {
             id_dst,
             call_id: self.id.clone(),
         };
-        let out = node.check(&req, "sip").await;
+        // The caller may give up while the far node is asked.
+        let check = node.check(&req, "sip");
+        tokio::pin!(check);
+        let out = loop {
+            tokio::select! {
+                out = &mut check => break out,
+                input = self.rx.recv() => match input {
+                    Some(Input::Cancel) => {
+                        self.reject_a(487, "");
+                        return Some(End::new(487, "cancelled by caller", Disposition::Cancelled));
+                    }
+                    Some(other) => self.deferred.push(other),
+                    None => {
+                        return Some(End::new(500, "call task lost its input", Disposition::Failed));
+                    }
+                },
+            }
+        };
         let crate::verify::Verdict::Release(cause) = out.verdict else {
             return None;
         };
@@ -642,7 +659,6 @@ impl Call {
                     tracing::debug!(call = %self.id, trunk = %name, "trunk down: skipped");
                     continue;
                 }
-                self.register_outgoing(name);
                 let admitted = Shared::lock(&self.sh.admission).try_acquire(name);
                 if admitted.is_err() {
                     let now = Utc::now();
@@ -657,6 +673,8 @@ impl Call {
                     continue;
                 }
                 self.admitted.push(name.clone());
+                // Registered once the INVITE will surely leave, just before.
+                self.register_outgoing(name);
             }
             any_tried = true;
             let started = Utc::now();

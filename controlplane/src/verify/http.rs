@@ -19,7 +19,10 @@
 //! - no input from the network panics; an accept error (EMFILE and the
 //!   like) is logged and retried after [`ACCEPT_PAUSE`];
 //! - [`serve`] runs until its task is aborted; aborting it also ends every
-//!   connection it serves (they live in its `JoinSet`).
+//!   connection it serves (they live in its `JoinSet`);
+//! - bounded by peers' behaviour: at most [`MAX_CONNECTIONS`] connections
+//!   and [`MAX_HOLDS`] held requests at once, a request head within
+//!   [`HEADER_TIMEOUT`] and its body within [`BODY_TIMEOUT`].
 
 use std::future::Future;
 use std::io;
@@ -78,15 +81,36 @@ pub trait Handler: Send + Sync + 'static {
     fn body_too_large(&self) -> Response;
 }
 
+/// Most connections served at once per listener; more are closed at once
+/// (a client opening connections without end cannot take every descriptor).
+pub const MAX_CONNECTIONS: usize = 4096;
+/// Longest a request body may take to arrive once its head is read.
+pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most requests held without an answer ([`Reply::Hold`]) at once; beyond,
+/// a held request's connection is closed at once (the asker sees no answer
+/// either way).
+pub const MAX_HOLDS: usize = 1024;
+
 /// Serves `listener` with `handler` until the task is aborted.
 pub async fn serve<H: Handler>(listener: TcpListener, handler: H) {
     let handler = Arc::new(handler);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let holds = Arc::new(tokio::sync::Semaphore::new(MAX_HOLDS));
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
-                    conns.spawn(connection(stream, peer, handler.clone()));
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        tracing::debug!(%peer, "verify http: connection limit reached, closed");
+                        drop(stream);
+                        continue;
+                    };
+                    let (handler, holds) = (handler.clone(), holds.clone());
+                    conns.spawn(async move {
+                        connection(stream, peer, handler, holds).await;
+                        drop(slot);
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "verify http: accept failed, retrying");
@@ -104,13 +128,18 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: H) {
     }
 }
 
-async fn connection<H: Handler>(stream: TcpStream, peer: SocketAddr, handler: Arc<H>) {
+async fn connection<H: Handler>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Arc<H>,
+    holds: Arc<tokio::sync::Semaphore>,
+) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "verify http: TCP_NODELAY not set");
     }
     let service = service_fn(move |req: hyper::Request<Incoming>| {
-        let handler = handler.clone();
-        async move { one(&*handler, req).await }
+        let (handler, holds) = (handler.clone(), holds.clone());
+        async move { one(&*handler, &holds, req).await }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -130,18 +159,21 @@ async fn connection<H: Handler>(stream: TcpStream, peer: SocketAddr, handler: Ar
 /// answering (hold, or a body that could not be read).
 async fn one<H: Handler>(
     handler: &H,
+    holds: &tokio::sync::Semaphore,
     req: hyper::Request<Incoming>,
 ) -> Result<Response, io::Error> {
     let (parts, body) = req.into_parts();
     if body.size_hint().lower() > MAX_BODY as u64 {
         return Ok(closing(handler.body_too_large()));
     }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+    let read = tokio::time::timeout(BODY_TIMEOUT, Limited::new(body, MAX_BODY).collect());
+    let body = match read.await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
             return Ok(closing(handler.body_too_large()));
         }
-        Err(e) => return Err(io::Error::other(format!("reading the body: {e}"))),
+        Ok(Err(e)) => return Err(io::Error::other(format!("reading the body: {e}"))),
+        Err(_) => return Err(io::Error::other("the body did not arrive in time")),
     };
     let req = Request {
         method: parts.method,
@@ -152,7 +184,9 @@ async fn one<H: Handler>(
     match handler.handle(req).await {
         Reply::Answer(r) => Ok(r),
         Reply::Hold(d) => {
-            tokio::time::sleep(d).await;
+            if let Ok(_held) = holds.try_acquire() {
+                tokio::time::sleep(d).await;
+            }
             Err(io::Error::other("held without an answer"))
         }
     }

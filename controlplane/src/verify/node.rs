@@ -19,7 +19,7 @@ use super::isup::IsupNumber;
 use super::numbers::{range_of, RangeMap};
 use super::peer::{error_code, session_id, Message, PeerAnswer, PeerClient, SERVICE_KEY};
 use super::records::{code, Direction, Record, RecordSink};
-use super::registry::Registry;
+use super::registry::{RegisterError, Registry};
 use crate::routing::{normalize, E164};
 
 /// `X-Error-Bits` values (section 8 of the node's manual).
@@ -257,7 +257,12 @@ impl State {
     /// Section 9.
     pub fn classify(&self, a: &str, b: &str, id_src: Option<u32>) -> Class {
         let from_own_network = id_src.is_some_and(|id| self.cfg.is_own_operator(id));
+        let from_other_operator = id_src.is_some() && !from_own_network;
         match (self.own(a).is_some(), self.own(b).is_some()) {
+            // Our number A arriving from another operator's trunk is not a
+            // call our network placed: registering it would make us confirm
+            // a spoofed call. It is checked as an incoming call with our A.
+            (true, false) if from_other_operator => Class::IncomingOwnA,
             (true, false) => Class::Outgoing,
             (false, true) => Class::Incoming,
             (true, true) if from_own_network || id_src.is_none() => Class::Local,
@@ -390,8 +395,42 @@ impl Node {
                     detail: None,
                 }
             }
+            Err(RegisterError::Full) => {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                Outcome {
+                    verdict: Verdict::Bad,
+                    errors,
+                    warnings: warning_bits::ERROR,
+                    code: code::BAD_REQUEST,
+                    detail: Some("registry full".to_string()),
+                }
+            }
             Err(e) => self.refuse(e.to_string()),
         }
+    }
+
+    /// Refuses a check and records the refusal.
+    fn refuse_recorded(
+        &self,
+        req: &CheckRequest,
+        source: &'static str,
+        time_ms: i64,
+        started: Instant,
+        detail: String,
+    ) -> Outcome {
+        let out = self.refuse(detail);
+        self.record(
+            req,
+            source,
+            time_ms,
+            started,
+            Direction::Local,
+            &out,
+            None,
+            "bad request".into(),
+            String::new(),
+        );
+        out
     }
 
     fn refuse(&self, detail: String) -> Outcome {
@@ -417,30 +456,18 @@ impl Node {
         ) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(d), _) | (_, Err(d)) => {
-                let out = self.refuse(d);
-                self.record(
-                    req,
-                    source,
-                    time_ms,
-                    started,
-                    Direction::Local,
-                    &out,
-                    None,
-                    "bad request".into(),
-                    String::new(),
-                );
-                return out;
+                return self.refuse_recorded(req, source, time_ms, started, d);
             }
         };
         let c = match &req.c {
             Some(c) if !c.is_empty() => match normalize_field("c", c, &st.cfg) {
                 Ok(c) => Some(c),
-                Err(d) => return self.refuse(d),
+                Err(d) => return self.refuse_recorded(req, source, time_ms, started, d),
             },
             _ => None,
         };
         if req.call_id.is_empty() {
-            return self.refuse("call_id: empty".to_string());
+            return self.refuse_recorded(req, source, time_ms, started, "call_id: empty".into());
         }
         let (a, b) = (a.digits(), b.digits());
         let errors = st.ownership_bits(a, b);
@@ -454,14 +481,15 @@ impl Node {
         };
         let out = match class {
             Class::Outgoing => {
+                // `+` keeps the normalized numbers international when
+                // `register` reads them again.
                 let reg = RegisterRequest {
-                    a: a.to_string(),
-                    b: b.to_string(),
+                    a: format!("+{a}"),
+                    b: format!("+{b}"),
                     id_dst: req.id_dst.unwrap_or(0),
                     call_id: req.call_id.clone(),
                 };
-                let mut o = self.register(&reg);
-                o.errors = errors;
+                let o = self.register(&reg);
                 self.record(
                     req,
                     source,
@@ -699,15 +727,15 @@ impl Node {
             time_ms,
             direction,
             source,
-            call_id: req.call_id.clone(),
-            a: req.a.clone(),
-            b: req.b.clone(),
-            c: req.c.clone(),
+            call_id: clip(&req.call_id, FIELD_MAX),
+            a: clip(&req.a, FIELD_MAX),
+            b: clip(&req.b, FIELD_MAX),
+            c: req.c.as_deref().map(|c| clip(c, FIELD_MAX)),
             id_src: req.id_src,
             id_dst: req.id_dst,
             uvr_o: nodes.map(|n| n.0),
             uvr_t: nodes.map(|n| n.1),
-            request,
+            request: clip(&request, REQUEST_MAX),
             answer,
             code: out.code,
             incident: matches!(out.code, code::NOT_CONFIRMED | code::A_NOT_SERVED),
@@ -865,7 +893,7 @@ impl Node {
             time_ms,
             direction: Direction::In,
             source: "node",
-            call_id: msg.sessionId.clone(),
+            call_id: clip(&msg.sessionId, FIELD_MAX),
             a: data.map(|d| d.calling.digits.clone()).unwrap_or_default(),
             b: data.map(|d| called(&d.called)).unwrap_or_default(),
             c: data.and_then(|d| d.original_called.as_ref().map(called)),
@@ -873,7 +901,7 @@ impl Node {
             id_dst: None,
             uvr_o: Some(msg.uvrO),
             uvr_t: Some(msg.uvrT),
-            request,
+            request: clip(&request, REQUEST_MAX),
             answer: answer.to_string(),
             code: rec_code,
             incident: matches!(rec_code, code::NOT_CONFIRMED | code::A_NOT_SERVED),
@@ -969,6 +997,26 @@ fn fuzz_node() -> Node {
     node
 }
 
+/// Longest number or id kept in a record, bytes.
+const FIELD_MAX: usize = 64;
+/// Longest request kept in a record, bytes: a record queue full of the
+/// largest bodies a peer may send must not hold gigabytes.
+const REQUEST_MAX: usize = 512;
+
+/// `s` cut to at most `max` bytes on a character boundary, `…` marking a cut.
+fn clip(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut out = s.get(..end).unwrap_or_default().to_string();
+    out.push('…');
+    out
+}
+
 fn international(digits: &str) -> IsupNumber {
     // Digits come from `normalize` (1-15 digits), which `international`
     // accepts; the fallback keeps this total anyway.
@@ -1009,11 +1057,24 @@ mod tests {
     }
 
     #[test]
+    fn clip_cuts_on_character_boundaries() {
+        assert_eq!(clip("abc", 3), "abc");
+        assert_eq!(clip("abcd", 3), "abc…");
+        assert_eq!(clip("aéb", 2), "a…");
+        assert_eq!(
+            clip(&"x".repeat(10_000), REQUEST_MAX).len(),
+            REQUEST_MAX + '…'.len_utf8()
+        );
+    }
+
+    #[test]
     fn classification_follows_section_9() {
         let s = state(&[("74950000000", "74959999999", 10)], &[]);
         let own = "74951234567";
         let other = "78121234567";
-        assert_eq!(s.classify(own, other, Some(5)), Class::Outgoing);
+        assert_eq!(s.classify(own, other, Some(100)), Class::Outgoing);
+        assert_eq!(s.classify(own, other, None), Class::Outgoing);
+        assert_eq!(s.classify(own, other, Some(5)), Class::IncomingOwnA);
         assert_eq!(s.classify(other, own, Some(5)), Class::Incoming);
         assert_eq!(s.classify(own, own, Some(100)), Class::Local);
         assert_eq!(s.classify(own, own, None), Class::Local);
@@ -1168,6 +1229,42 @@ mod tests {
         assert_eq!(out.verdict, Verdict::Registered);
         assert_eq!(out.errors, error_bits::OWNER_A | error_bits::NOT_OWNER_B);
         assert_eq!(node.registry().len(), 1);
+        // A foreign B keeps its country code (normalized once, not twice).
+        let out = node
+            .check(
+                &CheckRequest {
+                    a: "74951234567".into(),
+                    b: "+33123456789".into(),
+                    id_src: Some(100),
+                    call_id: "c1b".into(),
+                    ..CheckRequest::default()
+                },
+                "test",
+            )
+            .await;
+        assert_eq!(out.verdict, Verdict::Registered, "{out:?}");
+        assert!(node
+            .registry()
+            .find(
+                "74951234567",
+                &CalledNumber::Plain(international("33123456789"))
+            )
+            .is_some());
+        // Our A from another operator towards a foreign B is not registered.
+        let out = node
+            .check(
+                &CheckRequest {
+                    a: "74951234568".into(),
+                    b: "78121234567".into(),
+                    id_src: Some(5),
+                    call_id: "c1c".into(),
+                    ..CheckRequest::default()
+                },
+                "test",
+            )
+            .await;
+        assert_eq!(out.verdict, Verdict::Release(50));
+        assert_eq!(node.registry().len(), 2);
         // Incoming with no node known for A: error path, error_code 0 → pass.
         let out = node
             .check(

@@ -196,7 +196,18 @@ impl PeerClient {
         };
         let resp = match self.client.request(req).await {
             Ok(r) => r,
-            Err(e) => return PeerAnswer::Unreachable(format!("{addr}: {e}")),
+            Err(e) => {
+                // An answer that is not HTTP is an unusable answer; anything
+                // else (refused, reset, closed before answering) is none.
+                let garbled = std::error::Error::source(&e)
+                    .and_then(|s| s.downcast_ref::<hyper::Error>())
+                    .is_some_and(|h| h.is_parse() || h.is_parse_status());
+                return if garbled {
+                    PeerAnswer::Failed(format!("{addr}: {e}"))
+                } else {
+                    PeerAnswer::Unreachable(format!("{addr}: {e}"))
+                };
+            }
         };
         let status = resp.status();
         let body = match Limited::new(resp.into_body(), MAX_BODY).collect().await {
@@ -376,6 +387,55 @@ mod tests {
         ));
         assert!(matches!(
             read_answer(&asked, 500, b"oops"),
+            PeerAnswer::Failed(_)
+        ));
+    }
+
+    fn asked() -> Message {
+        read_request(
+            br#"{"request":{"serviceKey":80,"uvrO":1,"uvrT":2,"sessionId":"00000000000000AB","data":"3000","opcode":"Request"}}"#,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn silence_refusal_and_garbage_are_told_apart() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let client = PeerClient::new(4);
+        let limit = Duration::from_millis(300);
+        // Accepts, reads, never answers: timeout.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = silent.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        assert_eq!(
+            client.ask(silent_addr, &asked(), limit).await,
+            PeerAnswer::Timeout
+        );
+        // Nobody listens: unreachable (the timeout path).
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap()
+        };
+        assert!(matches!(
+            client.ask(closed, &asked(), limit).await,
+            PeerAnswer::Unreachable(_)
+        ));
+        // Something that is not HTTP answers: an unusable answer.
+        let garbage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let garbage_addr = garbage.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = garbage.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            let _ = s.write_all(b"HELLO THERE\r\n\r\n").await;
+        });
+        assert!(matches!(
+            client.ask(garbage_addr, &asked(), limit).await,
             PeerAnswer::Failed(_)
         ));
     }

@@ -8,7 +8,7 @@
 //! network's keyed hash ([`super::ber::hash_number`]), computed once at
 //! registration, which serves clear and hashed requests alike.
 //!
-//! Memory: one 32-byte entry per call in a slab, one slot in each of two
+//! Memory: one 32-byte entry (numbers packed, links as slab indexes) per call in a slab, one slot in each of two
 //! hash indexes (by call id, by A and B) and 16 bytes in the expiry queue —
 //! about 130 bytes per call (bench `verify_registry`). Call ids are kept as
 //! 64-bit keyed hashes, not text; two call ids with one hash (odds 2^-64 per
@@ -36,6 +36,11 @@ use super::numbers::pack;
 /// No next entry in a chain.
 const NIL: u32 = u32::MAX;
 
+/// Default bound on calls held: 10 million (about 1.7 GB), far above a
+/// network's outgoing calls within `call_timer`, low enough that a flood of
+/// registrations cannot take the machine's memory.
+pub const MAX_CALLS: usize = 10_000_000;
+
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     /// Number A, packed.
@@ -48,6 +53,9 @@ struct Entry {
     id_dst: u32,
     /// Next entry with the same (A, B) key, or [`NIL`].
     next: u32,
+    /// Previous entry with the same key, or [`NIL`] at the head: unlinking
+    /// is O(1) however many calls share A and B.
+    prev: u32,
 }
 
 #[derive(Default)]
@@ -68,7 +76,7 @@ pub enum RegisterError {
     /// Number B is not 1 to 15 digits.
     #[error("number B is not an E.164 number")]
     BadB,
-    /// The registry holds `u32::MAX - 1` calls.
+    /// The registry holds as many calls as it may.
     #[error("registry full")]
     Full,
 }
@@ -87,6 +95,7 @@ pub struct Registry {
     ids: std::collections::hash_map::RandomState,
     epoch: Instant,
     ttl: AtomicU32,
+    max_calls: usize,
 }
 
 fn ab_key(a: u64, bh: u64) -> u64 {
@@ -95,14 +104,21 @@ fn ab_key(a: u64, bh: u64) -> u64 {
 
 impl Registry {
     /// An empty registry; `hash_key` is the network's number-hash key,
-    /// `ttl_s` the time a call is kept.
+    /// `ttl_s` the time a call is kept. It holds at most [`MAX_CALLS`].
     pub fn new(hash_key: &[u8], ttl_s: u64) -> Registry {
+        Registry::with_limit(hash_key, ttl_s, MAX_CALLS)
+    }
+
+    /// As [`Registry::new`], holding at most `max_calls` calls (then
+    /// registrations are refused with [`RegisterError::Full`]).
+    pub fn with_limit(hash_key: &[u8], ttl_s: u64, max_calls: usize) -> Registry {
         Registry {
             inner: Mutex::new(Inner::default()),
             key: hash_key.to_vec(),
             ids: std::collections::hash_map::RandomState::new(),
             epoch: Instant::now(),
             ttl: AtomicU32::new(ttl_s.clamp(1, u64::from(u32::MAX / 2)) as u32),
+            max_calls: max_calls.min(NIL as usize - 1),
         }
     }
 
@@ -167,6 +183,9 @@ impl Registry {
             inner.by_call.remove(&call);
             inner.free.push(idx);
         }
+        if inner.by_call.len() >= self.max_calls {
+            return Err(RegisterError::Full);
+        }
         let key = ab_key(a, bh);
         let next = inner.by_ab.get(&key).copied().unwrap_or(NIL);
         let entry = Entry {
@@ -175,6 +194,7 @@ impl Registry {
             expires,
             id_dst,
             next,
+            prev: NIL,
         };
         let idx = match inner.free.pop() {
             Some(i) => {
@@ -192,6 +212,9 @@ impl Registry {
                 i
             }
         };
+        if let Some(old_head) = inner.slots.get_mut(next as usize) {
+            old_head.prev = idx;
+        }
         inner.by_ab.insert(key, idx);
         inner.by_call.insert(call, idx);
         inner.queue.push_back((expires, call));
@@ -298,30 +321,18 @@ fn unlink(inner: &mut Inner, idx: u32) {
     let Some(e) = inner.slots.get(idx as usize).copied() else {
         return;
     };
-    let key = ab_key(e.a, e.bh);
-    let Some(&head) = inner.by_ab.get(&key) else {
-        return;
-    };
-    if head == idx {
+    if let Some(n) = inner.slots.get_mut(e.next as usize) {
+        n.prev = e.prev;
+    }
+    if e.prev == NIL {
+        let key = ab_key(e.a, e.bh);
         if e.next == NIL {
             inner.by_ab.remove(&key);
         } else {
             inner.by_ab.insert(key, e.next);
         }
-        return;
-    }
-    let mut cur = head;
-    while cur != NIL {
-        let Some(next) = inner.slots.get(cur as usize).map(|s| s.next) else {
-            return;
-        };
-        if next == idx {
-            if let Some(s) = inner.slots.get_mut(cur as usize) {
-                s.next = e.next;
-            }
-            return;
-        }
-        cur = next;
+    } else if let Some(p) = inner.slots.get_mut(e.prev as usize) {
+        p.next = e.next;
     }
 }
 
@@ -389,6 +400,46 @@ mod tests {
         // Slots are reused.
         r.register_at("x", "7495", "7812", 9, 30).unwrap();
         assert_eq!(r.lock().slots.len(), 5);
+    }
+
+    #[test]
+    fn many_calls_of_one_pair_expire_in_linear_time_and_the_bound_holds() {
+        let r = Registry::with_limit(b"k", 10, 100_000);
+        for i in 0..100_000u32 {
+            r.register_at(&format!("c{i}"), "7495", "7812", 1, 0)
+                .unwrap();
+        }
+        assert_eq!(
+            r.register_at("one more", "7495", "7812", 1, 0),
+            Err(RegisterError::Full)
+        );
+        // Re-registering a known call id is not a new call.
+        r.register_at("c5", "7495", "7813", 1, 0).unwrap();
+        // Oldest first: each removal unlinks the tail of a 100,000-long
+        // chain (O(1) each with the back links; quadratic without).
+        assert_eq!(r.expire_at(10), 100_000);
+        assert!(r.is_empty());
+        assert!(r.lock().by_ab.is_empty());
+    }
+
+    #[test]
+    fn unlinking_from_the_middle_keeps_the_chain() {
+        let r = Registry::new(b"k", 100);
+        for i in 0..3 {
+            r.register_at(&format!("c{i}"), "7495", "7812", i, 0)
+                .unwrap();
+        }
+        // c1 is in the middle of the chain c2 -> c1 -> c0.
+        r.register_at("c1", "7000", "7000", 9, 0).unwrap();
+        let g = r.lock();
+        let head = g.by_ab[&ab_key(pack("7495").unwrap(), r.b_hash("7812"))];
+        let mut ids = Vec::new();
+        let mut cur = head;
+        while cur != NIL {
+            ids.push(g.slots[cur as usize].id_dst);
+            cur = g.slots[cur as usize].next;
+        }
+        assert_eq!(ids, vec![2, 0]);
     }
 
     #[test]

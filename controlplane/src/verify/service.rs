@@ -133,6 +133,8 @@ impl VerifyService {
                     let (n, d, l) = (n.clone(), d.clone(), l.clone());
                     let _ = tokio::task::spawn_blocking(move || {
                         scan_now(&n, &d, &l);
+                        // Under the scan lock, so a reload cannot interleave.
+                        let _g = l.lock().unwrap_or_else(|p| p.into_inner());
                         if let Err(e) = reload_ranges(&n) {
                             tracing::warn!(error = %e, "range files not reloaded");
                         }
@@ -294,14 +296,16 @@ impl VerifyService {
     /// Stops: waits for a SETUP load in progress, stops the listeners, then
     /// writes the queued records.
     pub async fn shutdown(mut self) {
+        // No new scan starts once the tasks are gone; one already running
+        // (on a blocking thread) holds the lock until its file is done.
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
         let lock = self.scanning.clone();
         let _ = tokio::task::spawn_blocking(move || {
             drop(lock.lock().unwrap_or_else(|p| p.into_inner()));
         })
         .await;
-        for t in self.tasks.drain(..) {
-            t.abort();
-        }
         if let Some(r) = self.records.take() {
             let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
         }
