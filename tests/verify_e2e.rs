@@ -86,7 +86,7 @@ fn operator(
         "[sip]\n[[sip.interfaces]]\nname = \"default\"\nlisten = \"127.0.0.1:{}\"\ntls_port = 0\nmedia_interface = \"edge\"\n{sip_tables}\n\
          [verify]\nnodes = [{{ uvr_id = {uvr}, operator_id = {operator_id} }}]\n\
          rest_port = {}\nradius_port = {}\nlocal_port = {}\nradius_secret = \"testing123\"\n\
-         hash_key = \"e2e-network-key\"\nmain_timer = 1\nreq_timer = 500\nsetup_path = {:?}\n{verify}\n",
+         hash_key = \"e2e-network-key\"\nmain_timer = 1\nsetup_path = {:?}\n{verify}\n",
         me.sip,
         me.rest,
         me.radius,
@@ -130,6 +130,14 @@ fn wait_for(op: &Op, what: &str, mut f: impl FnMut() -> bool) {
 
 /// O and T, wired to each other. `o_extra`/`t_extra` add `[verify]` keys.
 fn pair(o_extra: &str, t_extra: &str) -> (Op, Op, Ports, Ports) {
+    let timer = |extra: &str| {
+        if extra.contains("req_timer") {
+            extra.to_string()
+        } else {
+            format!("req_timer = 500\n{extra}")
+        }
+    };
+    let (o_extra, t_extra) = (timer(o_extra), timer(t_extra));
     let (po, pt) = (Ports::new(), Ports::new());
     let callee = SocketAddr::new(IpAddr::V4(CALLEE_IP), free_udp_port());
     let o = operator(
@@ -590,4 +598,44 @@ fn a_classic_uvrd_conf_converts_and_encryption_is_refused_at_start() {
         err.contains("verify.encrypted") && err.contains("not supported"),
         "{err}"
     );
+}
+
+#[test]
+fn a_caller_that_cancels_while_the_far_node_is_asked_gets_487() {
+    // O does not answer for 749579000xx (preset 1): T would wait req_timer
+    // (5 s); the caller cancels after 100 ms and must not wait for it.
+    let o_presets =
+        "[verify.last_numbers]\nintervals = [{ range = \"74957900000-74957900099\", event = 1 }]\n";
+    let (_o, t, _, _) = pair(o_presets, "req_timer = 5000\n");
+    let sipp = Sipp::new("uac_cancel_early", &t.sipp)
+        .name("cancel-early")
+        .remote(t.sip)
+        .local(IpAddr::V4(FOREIGN_IP), free_udp_port())
+        .media(IpAddr::V4(FOREIGN_IP), free_udp_port())
+        .key("callee", T_NUMBER)
+        .key("caller", "74957900001")
+        .pause_ms(100)
+        .timeout(Duration::from_secs(30));
+    let started = Instant::now();
+    let out = sipp.run().expect("running SIPp");
+    assert!(out.success(), "{}\nT:\n{}", out.report(), t.k.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the 487 waited for the verification"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let csv = loop {
+        let out = Command::new(kordon_bin())
+            .arg("--config")
+            .arg(&t.config)
+            .args(["cdr", "export", "--csv"])
+            .output()
+            .unwrap();
+        let csv = String::from_utf8_lossy(&out.stdout).to_string();
+        if csv.lines().count() > 1 || Instant::now() > deadline {
+            break csv;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(csv.contains("cancelled"), "{csv}");
 }
