@@ -1068,6 +1068,21 @@ mod tests {
     }
 
     #[test]
+    fn requests_go_to_the_peer_of_the_node_else_the_hub() {
+        let s = state(&[], &[]);
+        let mut cfg = (*s.cfg).clone();
+        cfg.peers.insert("5".into(), "127.0.0.5:9000".into());
+        let direct = State::from_config(cfg.clone(), s.capacity.clone(), Vec::new()).unwrap();
+        assert_eq!(direct.node_addr(5), Some("127.0.0.5:9000".parse().unwrap()));
+        assert_eq!(direct.node_addr(6), None);
+        cfg.remote_addr = "127.0.0.9".into();
+        cfg.remote_port = 8090;
+        let hub = State::from_config(cfg, s.capacity.clone(), Vec::new()).unwrap();
+        assert_eq!(hub.node_addr(5), Some("127.0.0.5:9000".parse().unwrap()));
+        assert_eq!(hub.node_addr(6), Some("127.0.0.9:8090".parse().unwrap()));
+    }
+
+    #[test]
     fn classification_follows_section_9() {
         let s = state(&[("74950000000", "74959999999", 10)], &[]);
         let own = "74951234567";

@@ -307,7 +307,23 @@ async fn send(socket: &UdpSocket, answer: &[u8], to: SocketAddr, stats: &RadiusS
 
 /// Serves Access-Requests on `socket` for `node` until the task is dropped.
 pub async fn serve(socket: Arc<UdpSocket>, node: Arc<Node>, stats: Arc<RadiusStats>) {
-    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    serve_with(socket, node, stats, in_flight()).await;
+}
+
+/// The request slots [`serve_with`] takes one of per request in progress:
+/// whoever holds this can wait for every request to finish
+/// (`acquire_many(MAX_IN_FLIGHT)`) after stopping the receive loop.
+pub fn in_flight() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_IN_FLIGHT))
+}
+
+/// As [`serve`], with the caller's request slots ([`in_flight`]).
+pub async fn serve_with(
+    socket: Arc<UdpSocket>,
+    node: Arc<Node>,
+    stats: Arc<RadiusStats>,
+    slots: Arc<Semaphore>,
+) {
     let cache = Arc::new(Mutex::new(DupCache::default()));
     // One byte more than the largest packet, so an oversized datagram is seen
     // as such rather than silently cut to a valid length.

@@ -2,6 +2,11 @@
 //! the records writer, the periodic work (SETUP and ranges directories every
 //! `main_timer`, registry expiry every second), reload and orderly stop.
 //!
+//! Stop order: the listeners and periodic work end; a SETUP load in progress
+//! finishes; RADIUS requests being verified finish (at most `req_timer`);
+//! then the queued records are written. REST requests in progress when the
+//! listener stops are cut (their clients see the connection close).
+//!
 //! Reload ([`VerifyService::reload`]) applies every `[verify]` setting except
 //! those fixed at start ([`RESTART_ONLY`]), which are reported back so the
 //! caller can say a restart is needed. Stopping waits for a SETUP file load
@@ -41,6 +46,8 @@ pub struct VerifyService {
     node: Arc<Node>,
     records: Option<RecordsHandle>,
     radius: Arc<RadiusStats>,
+    /// RADIUS requests in progress hold one each: a stop waits for them.
+    radius_slots: Arc<tokio::sync::Semaphore>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     db: PathBuf,
     /// Held while a SETUP directory scan runs: a stop waits for it.
@@ -77,6 +84,7 @@ impl VerifyService {
         let (sink, handle) = records::spawn(&db, cfg.db_days, cut, RECORD_QUEUE)?;
         let node = Arc::new(Node::new(state, sink, data_dir));
         let radius = Arc::new(RadiusStats::default());
+        let radius_slots = radius_server::in_flight();
         let mut tasks = Vec::new();
         let key = |r: Result<Option<SocketAddr>, (String, String)>| {
             r.map_err(|(k, m)| format!("{k}: {m}"))
@@ -99,10 +107,11 @@ impl VerifyService {
                 .map_err(|e| format!("verify.radius_addr/radius_port {a}: {e}"))?;
             bound.1 = s.local_addr().ok();
             tracing::info!(addr = %a, "verification RADIUS listening");
-            tasks.push(tokio::spawn(radius_server::serve(
+            tasks.push(tokio::spawn(radius_server::serve_with(
                 Arc::new(s),
                 node.clone(),
                 radius.clone(),
+                radius_slots.clone(),
             )));
         }
         if let Some(a) = node_addr {
@@ -147,6 +156,7 @@ impl VerifyService {
             node,
             records: Some(handle),
             radius,
+            radius_slots,
             tasks,
             db,
             scanning,
@@ -306,6 +316,16 @@ impl VerifyService {
             drop(lock.lock().unwrap_or_else(|p| p.into_inner()));
         })
         .await;
+        // RADIUS requests still being verified finish (and are recorded);
+        // none waits longer than req_timer.
+        let wait = Duration::from_millis(self.node.state().cfg.req_timer) + Duration::from_secs(1);
+        let all = u32::try_from(radius_server::MAX_IN_FLIGHT).unwrap_or(u32::MAX);
+        if tokio::time::timeout(wait, self.radius_slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("RADIUS requests still in progress at stop; their records may be lost");
+        }
         if let Some(r) = self.records.take() {
             let _ = tokio::task::spawn_blocking(move || r.shutdown()).await;
         }
