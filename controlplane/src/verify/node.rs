@@ -1225,38 +1225,27 @@ mod tests {
         }
     }
 
+    async fn ask(node: &Node, a: &str, b: &str, id_src: Option<u32>, call_id: &str) -> Outcome {
+        let req = CheckRequest {
+            a: a.into(),
+            b: b.into(),
+            id_src,
+            call_id: call_id.into(),
+            ..CheckRequest::default()
+        };
+        node.check(&req, "test").await
+    }
+
     #[tokio::test]
     async fn check_registers_passes_and_handles_missing_nodes() {
         let s = state(&[("74950000000", "74959999999", 10)], &[]);
         let node = Node::new(s, RecordSink::disabled(), Path::new("."));
-        let out = node
-            .check(
-                &CheckRequest {
-                    a: "74951234567".into(),
-                    b: "78121234567".into(),
-                    id_src: Some(100),
-                    call_id: "c1".into(),
-                    ..CheckRequest::default()
-                },
-                "test",
-            )
-            .await;
+        let out = ask(&node, "74951234567", "78121234567", Some(100), "c1").await;
         assert_eq!(out.verdict, Verdict::Registered);
         assert_eq!(out.errors, error_bits::OWNER_A | error_bits::NOT_OWNER_B);
         assert_eq!(node.registry().len(), 1);
         // A foreign B keeps its country code (normalized once, not twice).
-        let out = node
-            .check(
-                &CheckRequest {
-                    a: "74951234567".into(),
-                    b: "+33123456789".into(),
-                    id_src: Some(100),
-                    call_id: "c1b".into(),
-                    ..CheckRequest::default()
-                },
-                "test",
-            )
-            .await;
+        let out = ask(&node, "74951234567", "+33123456789", Some(100), "c1b").await;
         assert_eq!(out.verdict, Verdict::Registered, "{out:?}");
         assert!(node
             .registry()
@@ -1266,61 +1255,18 @@ mod tests {
             )
             .is_some());
         // Our A from another operator towards a foreign B is not registered.
-        let out = node
-            .check(
-                &CheckRequest {
-                    a: "74951234568".into(),
-                    b: "78121234567".into(),
-                    id_src: Some(5),
-                    call_id: "c1c".into(),
-                    ..CheckRequest::default()
-                },
-                "test",
-            )
-            .await;
+        let out = ask(&node, "74951234568", "78121234567", Some(5), "c1c").await;
         assert_eq!(out.verdict, Verdict::Release(50));
         assert_eq!(node.registry().len(), 2);
         // Incoming with no node known for A: error path, error_code 0 → pass.
-        let out = node
-            .check(
-                &CheckRequest {
-                    a: "78121234567".into(),
-                    b: "74951234567".into(),
-                    id_src: Some(5),
-                    call_id: "c2".into(),
-                    ..CheckRequest::default()
-                },
-                "test",
-            )
-            .await;
+        let out = ask(&node, "78121234567", "74951234567", Some(5), "c2").await;
         assert_eq!(out.verdict, Verdict::Pass);
         assert_eq!(out.warnings, warning_bits::ERROR);
         assert_eq!(out.code, code::NO_NODE);
         // Own A from another operator, not registered: released.
-        let out = node
-            .check(
-                &CheckRequest {
-                    a: "74951111111".into(),
-                    b: "74952222222".into(),
-                    id_src: Some(5),
-                    call_id: "c3".into(),
-                    ..CheckRequest::default()
-                },
-                "test",
-            )
-            .await;
+        let out = ask(&node, "74951111111", "74952222222", Some(5), "c3").await;
         assert_eq!(out.verdict, Verdict::Release(50));
-        let bad = node
-            .check(
-                &CheckRequest {
-                    a: "7495x".into(),
-                    b: "74952222222".into(),
-                    call_id: "c4".into(),
-                    ..CheckRequest::default()
-                },
-                "test",
-            )
-            .await;
+        let bad = ask(&node, "7495x", "74952222222", None, "c4").await;
         assert_eq!(bad.verdict, Verdict::Bad);
         assert!(
             bad.error_messages().starts_with("Body syntax error: a:"),
