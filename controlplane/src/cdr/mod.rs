@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 pub use export::{export_csv, follow, tail};
 pub use record::{CallRecord, Disposition, EgressAttempt, MediaCounters, UnknownDisposition};
 pub use store::{Store, SCHEMA_VERSION};
+pub(crate) use writer::with_retries;
 pub use writer::{spawn, CdrHandle, CdrStats, CdrWriter};
 
 /// Largest accepted `cdr.queue`: beyond this a backlog is a symptom to fix, not

@@ -371,49 +371,75 @@ impl Sink {
         } else {
             self.retry.attempts.max(1)
         };
-        let mut backoff = self.retry.first_backoff;
-        for attempt in 1..=tries {
-            match self.store.insert_batch(batch) {
-                Ok(()) => {
-                    self.shared.written.fetch_add(n, Ordering::Relaxed);
-                    if self.degraded {
-                        tracing::warn!(
-                            path = %self.store.path().display(),
-                            "CDR database writable again"
-                        );
-                        self.degraded = false;
-                    }
-                    batch.clear();
-                    return;
+        let path = self.store.path().to_path_buf();
+        let store = &mut self.store;
+        let tried = with_retries(
+            "CDR batch",
+            &path,
+            n,
+            tries,
+            self.retry.first_backoff,
+            || store.insert_batch(batch),
+        );
+        match tried {
+            Ok(()) => {
+                self.shared.written.fetch_add(n, Ordering::Relaxed);
+                if self.degraded {
+                    tracing::warn!(path = %path.display(), "CDR database writable again");
+                    self.degraded = false;
                 }
-                Err(e) if attempt < tries => {
-                    tracing::warn!(
-                        path = %self.store.path().display(),
-                        records = n,
-                        attempt,
-                        error = %e,
-                        "CDR batch insert failed, retrying"
-                    );
-                    std::thread::sleep(backoff);
-                    backoff = backoff.saturating_mul(2);
-                }
-                Err(e) => {
-                    self.shared.failed.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(
-                        path = %self.store.path().display(),
-                        records = n,
-                        tries,
-                        first_call_id = %batch.first().map_or("", |r| r.call_id.as_str()),
-                        last_call_id = %batch.last().map_or("", |r| r.call_id.as_str()),
-                        total_failed = self.shared.failed.load(Ordering::Relaxed),
-                        error = %e,
-                        "CDR batch LOST: insert failed on every try"
-                    );
-                    self.degraded = true;
-                }
+            }
+            Err(e) => {
+                self.shared.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(
+                    path = %path.display(),
+                    records = n,
+                    tries,
+                    first_call_id = %batch.first().map_or("", |r| r.call_id.as_str()),
+                    last_call_id = %batch.last().map_or("", |r| r.call_id.as_str()),
+                    total_failed = self.shared.failed.load(Ordering::Relaxed),
+                    error = %e,
+                    "CDR batch LOST: insert failed on every try"
+                );
+                self.degraded = true;
             }
         }
         batch.clear();
+    }
+}
+
+/// Runs `insert` up to `tries` times, sleeping `first_backoff`, then twice
+/// as long, between tries and logging each failure but the last, which is
+/// returned. Shared by the database writers (CDRs, verification records);
+/// they count and log the final outcome themselves.
+pub(crate) fn with_retries<E: std::fmt::Display>(
+    what: &str,
+    path: &Path,
+    records: u64,
+    tries: u32,
+    first_backoff: Duration,
+    mut insert: impl FnMut() -> Result<(), E>,
+) -> Result<(), E> {
+    let tries = tries.max(1);
+    let mut backoff = first_backoff;
+    let mut attempt = 1;
+    loop {
+        match insert() {
+            Ok(()) => return Ok(()),
+            Err(e) if attempt < tries => {
+                tracing::warn!(
+                    path = %path.display(),
+                    records,
+                    attempt,
+                    error = %e,
+                    "{what} insert failed, retrying"
+                );
+                std::thread::sleep(backoff);
+                backoff = backoff.saturating_mul(2);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

@@ -336,41 +336,34 @@ impl Writer {
         }
         let n = self.batch.len() as u64;
         let tries = if self.degraded { 1 } else { ATTEMPTS };
-        let mut backoff = FIRST_BACKOFF;
-        for attempt in 1..=tries {
-            match store::insert_batch(&mut self.conn, &self.batch) {
-                Ok(()) => {
-                    self.shared.written.fetch_add(n, Ordering::Relaxed);
-                    if self.degraded {
-                        tracing::warn!(path = %self.path.display(), "verification records database writable again");
-                        self.degraded = false;
-                    }
-                    self.batch.clear();
-                    return;
+        let (conn, batch) = (&mut self.conn, &self.batch);
+        let tried = crate::cdr::with_retries(
+            "verification records batch",
+            &self.path,
+            n,
+            tries,
+            FIRST_BACKOFF,
+            || store::insert_batch(conn, batch),
+        );
+        match tried {
+            Ok(()) => {
+                self.shared.written.fetch_add(n, Ordering::Relaxed);
+                if self.degraded {
+                    tracing::warn!(path = %self.path.display(), "verification records database writable again");
+                    self.degraded = false;
                 }
-                Err(e) if attempt < tries => {
-                    tracing::warn!(
-                        path = %self.path.display(),
-                        records = n,
-                        attempt,
-                        error = %e,
-                        "verification records batch insert failed, retrying"
-                    );
-                    std::thread::sleep(backoff);
-                    backoff = backoff.saturating_mul(2);
-                }
-                Err(e) => {
-                    self.shared.failed.fetch_add(n, Ordering::Relaxed);
-                    tracing::error!(
-                        path = %self.path.display(),
-                        records = n,
-                        tries,
-                        total_failed = self.shared.failed.load(Ordering::Relaxed),
-                        error = %e,
-                        "verification records batch LOST: insert failed on every try"
-                    );
-                    self.degraded = true;
-                }
+            }
+            Err(e) => {
+                self.shared.failed.fetch_add(n, Ordering::Relaxed);
+                tracing::error!(
+                    path = %self.path.display(),
+                    records = n,
+                    tries,
+                    total_failed = self.shared.failed.load(Ordering::Relaxed),
+                    error = %e,
+                    "verification records batch LOST: insert failed on every try"
+                );
+                self.degraded = true;
             }
         }
         self.batch.clear();
