@@ -1162,6 +1162,29 @@ mod tests {
             op(ask("78121234567", "74950000001", true)),
             Some(("Error".into(), Some(5)))
         );
+        // Without verify_own_number the registry answers for any A.
+        let mut cfg = (*node.state().cfg).clone();
+        cfg.verify_own_number = false;
+        let st = node.state();
+        node.set_state(State::from_config(cfg, st.capacity.clone(), Vec::new()).unwrap());
+        assert_eq!(
+            op(ask("78121234567", "74950000001", true)),
+            Some(("Release".into(), None))
+        );
+        node.register(&RegisterRequest {
+            a: "+78121234567".into(),
+            b: "+74950000001".into(),
+            id_dst: 5,
+            call_id: "y".into(),
+        });
+        assert_eq!(
+            op(ask("78121234567", "74950000001", true)),
+            Some(("Continue".into(), None))
+        );
+        let mut cfg = (*node.state().cfg).clone();
+        cfg.verify_own_number = true;
+        let st = node.state();
+        node.set_state(State::from_config(cfg, st.capacity.clone(), Vec::new()).unwrap());
         // Presets.
         assert_eq!(
             op(ask("74959000005", "78120000001", true)),
