@@ -93,12 +93,33 @@ pub const MAX_HOLDS: usize = 1024;
 
 /// Serves `listener` with `handler` until the task is aborted.
 pub async fn serve<H: Handler>(listener: TcpListener, handler: H) {
+    let (_keep, stop) = tokio::sync::watch::channel(false);
+    serve_until(listener, handler, stop).await;
+}
+
+/// Serves `listener` with `handler` until `stop` turns true, then stops
+/// accepting, lets each connection finish the request it is serving (no
+/// new one on it) and returns when all are done. A caller that cannot wait
+/// that long aborts the task (which ends every connection at once).
+pub async fn serve_until<H: Handler>(
+    listener: TcpListener,
+    handler: H,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let handler = Arc::new(handler);
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let holds = Arc::new(tokio::sync::Semaphore::new(MAX_HOLDS));
     let mut conns = JoinSet::new();
     loop {
+        if *stop.borrow() {
+            break;
+        }
         tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break; // no one can stop us any more: stop now
+                }
+            }
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(slot) = slots.clone().try_acquire_owned() else {
@@ -106,9 +127,9 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: H) {
                         drop(stream);
                         continue;
                     };
-                    let (handler, holds) = (handler.clone(), holds.clone());
+                    let (handler, holds, stop) = (handler.clone(), holds.clone(), stop.clone());
                     conns.spawn(async move {
-                        connection(stream, peer, handler, holds).await;
+                        connection(stream, peer, handler, holds, stop).await;
                         drop(slot);
                     });
                 }
@@ -126,6 +147,8 @@ pub async fn serve<H: Handler>(listener: TcpListener, handler: H) {
             }
         }
     }
+    drop(listener);
+    while conns.join_next().await.is_some() {}
 }
 
 async fn connection<H: Handler>(
@@ -133,6 +156,7 @@ async fn connection<H: Handler>(
     peer: SocketAddr,
     handler: Arc<H>,
     holds: Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "verify http: TCP_NODELAY not set");
@@ -147,10 +171,17 @@ async fn connection<H: Handler>(
         .title_case_headers(true)
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
-    if let Err(e) = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .await
-    {
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        r = conn.as_mut() => r,
+        () = async { drop(stop.wait_for(|s| *s).await) } => {
+            // The request in progress is answered; none is read after it.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(%peer, error = %e, "verify http: connection ended");
     }
 }
@@ -198,4 +229,58 @@ fn closing(mut r: Response) -> Response {
     r.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Answers 200 after `delay`.
+    struct Slow {
+        delay: Duration,
+    }
+
+    impl Handler for Slow {
+        async fn handle(&self, _req: Request) -> Reply {
+            tokio::time::sleep(self.delay).await;
+            Reply::Answer(hyper::Response::new(Full::new(Bytes::from_static(b"done"))))
+        }
+
+        fn body_too_large(&self) -> Response {
+            hyper::Response::new(Full::new(Bytes::new()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_graceful_stop_answers_the_request_in_progress_then_ends() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let server = tokio::spawn(serve_until(
+            l,
+            Slow {
+                delay: Duration::from_millis(300),
+            },
+            rx,
+        ));
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(b"POST /x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.send_replace(true);
+        let mut answer = String::new();
+        tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut answer))
+            .await
+            .expect("the answer and the close")
+            .unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        assert!(answer.ends_with("done"), "{answer}");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server ends once its connections are done")
+            .unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
 }

@@ -91,6 +91,26 @@ pub async fn serve_node(listener: TcpListener, node: Arc<Node>) {
     http::serve(listener, Peer { node, hold: HOLD }).await;
 }
 
+/// [`serve_rest`] until `stop` turns true; requests in progress are
+/// answered ([`http::serve_until`]).
+pub async fn serve_rest_until(
+    listener: TcpListener,
+    node: Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    http::serve_until(listener, Rest { node }, stop).await;
+}
+
+/// [`serve_node`] until `stop` turns true; requests in progress are
+/// answered (held ones close when their hold ends).
+pub async fn serve_node_until(
+    listener: TcpListener,
+    node: Arc<Node>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) {
+    http::serve_until(listener, Peer { node, hold: HOLD }, stop).await;
+}
+
 struct Rest {
     node: Arc<Node>,
 }

@@ -3,9 +3,9 @@
 //! `main_timer`, registry expiry every second), reload and orderly stop.
 //!
 //! Stop order: the listeners and periodic work end; a SETUP load in progress
-//! finishes; RADIUS requests being verified finish (at most `req_timer`);
-//! then the queued records are written. REST requests in progress when the
-//! listener stops are cut (their clients see the connection close).
+//! finishes; REST, inter-node and RADIUS requests in progress are answered
+//! (each within `req_timer`; a held preset request is cut); then the queued
+//! records are written.
 //!
 //! Reload ([`VerifyService::reload`]) applies every `[verify]` setting except
 //! those fixed at start ([`RESTART_ONLY`]), which are reported back so the
@@ -49,6 +49,9 @@ pub struct VerifyService {
     /// RADIUS requests in progress hold one each: a stop waits for them.
     radius_slots: Arc<tokio::sync::Semaphore>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The REST and inter-node listeners: stopped gracefully.
+    http_tasks: Vec<tokio::task::JoinHandle<()>>,
+    stop_http: tokio::sync::watch::Sender<bool>,
     db: PathBuf,
     /// Held while a SETUP directory scan runs: a stop waits for it.
     scanning: Arc<Mutex<()>>,
@@ -86,6 +89,8 @@ impl VerifyService {
         let radius = Arc::new(RadiusStats::default());
         let radius_slots = radius_server::in_flight();
         let mut tasks = Vec::new();
+        let mut http_tasks = Vec::new();
+        let (stop_http, stop_rx) = tokio::sync::watch::channel(false);
         let key = |r: Result<Option<SocketAddr>, (String, String)>| {
             r.map_err(|(k, m)| format!("{k}: {m}"))
         };
@@ -99,7 +104,11 @@ impl VerifyService {
                 .map_err(|e| format!("verify.rest_addr/rest_port {a}: {e}"))?;
             bound.0 = l.local_addr().ok();
             tracing::info!(addr = %a, "verification REST API listening");
-            tasks.push(tokio::spawn(rest::serve_rest(l, node.clone())));
+            http_tasks.push(tokio::spawn(rest::serve_rest_until(
+                l,
+                node.clone(),
+                stop_rx.clone(),
+            )));
         }
         if let Some(a) = radius_addr {
             let s = tokio::net::UdpSocket::bind(a)
@@ -120,7 +129,11 @@ impl VerifyService {
                 .map_err(|e| format!("verify.addr_local/local_port {a}: {e}"))?;
             bound.2 = l.local_addr().ok();
             tracing::info!(addr = %a, "verification inter-node listener");
-            tasks.push(tokio::spawn(rest::serve_node(l, node.clone())));
+            http_tasks.push(tokio::spawn(rest::serve_node_until(
+                l,
+                node.clone(),
+                stop_rx.clone(),
+            )));
         }
         let scanning = Arc::new(Mutex::new(()));
         {
@@ -158,6 +171,8 @@ impl VerifyService {
             radius,
             radius_slots,
             tasks,
+            http_tasks,
+            stop_http,
             db,
             scanning,
             addrs: bound,
@@ -311,6 +326,18 @@ impl VerifyService {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+        // REST and inter-node requests in progress are answered (and
+        // recorded); none needs more than req_timer.
+        let wait = Duration::from_millis(self.node.state().cfg.req_timer) + Duration::from_secs(1);
+        self.stop_http.send_replace(true);
+        let deadline = tokio::time::Instant::now() + wait;
+        for t in self.http_tasks.drain(..) {
+            let abort = t.abort_handle();
+            if tokio::time::timeout_at(deadline, t).await.is_err() {
+                abort.abort();
+                tracing::warn!("HTTP requests still in progress at stop were cut");
+            }
+        }
         let lock = self.scanning.clone();
         let _ = tokio::task::spawn_blocking(move || {
             drop(lock.lock().unwrap_or_else(|p| p.into_inner()));
@@ -318,7 +345,6 @@ impl VerifyService {
         .await;
         // RADIUS requests still being verified finish (and are recorded);
         // none waits longer than req_timer.
-        let wait = Duration::from_millis(self.node.state().cfg.req_timer) + Duration::from_secs(1);
         let all = u32::try_from(radius_server::MAX_IN_FLIGHT).unwrap_or(u32::MAX);
         if tokio::time::timeout(wait, self.radius_slots.acquire_many(all))
             .await
