@@ -430,7 +430,22 @@ impl TxnLayer {
         if result.is_ok() {
             if let Some(key) = ack_key {
                 if self.entry(txn).is_some() {
-                    self.acks.insert(key, txn);
+                    // Two INVITE transactions answered 2xx with the same
+                    // dialog identifiers (a TU that set no To tag, or a
+                    // duplicated INVITE on another branch): the ACK can
+                    // match only one, the later; the earlier forgets its key
+                    // and ends by Timer L / ACK timeout.
+                    if let Some(prev) = self.acks.insert(key, txn) {
+                        if prev != txn {
+                            if let Some(Entry {
+                                machine: Machine::InviteServer { ack_key, .. },
+                                ..
+                            }) = self.entry_mut(prev)
+                            {
+                                *ack_key = None;
+                            }
+                        }
+                    }
                 }
             }
         }
