@@ -13,6 +13,7 @@
 pub mod b2bua;
 pub mod cdr;
 pub mod media;
+pub mod metrics;
 pub mod ng;
 pub mod registrar;
 pub mod routing;

@@ -215,9 +215,7 @@ fn render_metrics(sh: &Shared) -> String {
     use std::fmt::Write as _;
     let mut out = String::with_capacity(2048);
     let mut metric = |name: &str, kind: &str, help: &str, value: u64| {
-        let _ = writeln!(out, "# HELP kordon_sip_{name} {help}");
-        let _ = writeln!(out, "# TYPE kordon_sip_{name} {kind}");
-        let _ = writeln!(out, "kordon_sip_{name} {value}");
+        crate::metrics::write(&mut out, &format!("kordon_sip_{name}"), kind, help, value);
     };
     let c = &sh.counters;
     let ep = sh.ep.with(|g| g.stats).0;
@@ -329,21 +327,25 @@ fn render_metrics(sh: &Shared) -> String {
     }
     if let Some(w) = &sh.cdr {
         let s = w.stats();
-        let _ = writeln!(
-            out,
-            "# TYPE kordon_cdr_written_total counter\nkordon_cdr_written_total {}",
-            s.written
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE kordon_cdr_failed_total counter\nkordon_cdr_failed_total {}",
-            s.failed
-        );
-        let _ = writeln!(
-            out,
-            "# TYPE kordon_cdr_dropped_total counter\nkordon_cdr_dropped_total {}",
-            s.dropped_full
-        );
+        for (name, help, v) in [
+            (
+                "kordon_cdr_written_total",
+                "call records written",
+                s.written,
+            ),
+            (
+                "kordon_cdr_failed_total",
+                "call records lost to database errors",
+                s.failed,
+            ),
+            (
+                "kordon_cdr_dropped_total",
+                "call records refused by a full queue",
+                s.dropped_full,
+            ),
+        ] {
+            crate::metrics::write(&mut out, name, "counter", help, v);
+        }
     }
     out
 }

@@ -37,7 +37,6 @@
 //! the sum of all the other counters but `send_errors`.
 
 use std::collections::{HashMap, VecDeque};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -136,12 +135,12 @@ impl RadiusStats {
         ];
         let mut out = String::new();
         for (name, v, help) in rows {
-            let _ = writeln!(out, "# HELP kordon_verify_radius_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE kordon_verify_radius_{name}_total counter");
-            let _ = writeln!(
-                out,
-                "kordon_verify_radius_{name}_total {}",
-                v.load(Ordering::Relaxed)
+            crate::metrics::write(
+                &mut out,
+                &format!("kordon_verify_radius_{name}_total"),
+                "counter",
+                help,
+                v.load(Ordering::Relaxed),
             );
         }
         out

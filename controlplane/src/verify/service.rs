@@ -249,69 +249,67 @@ impl VerifyService {
 }
 
 fn render_metrics(node: &Node, radius: &RadiusStats) -> String {
-    use std::fmt::Write as _;
     let mut out = String::new();
     let s = &node.stats;
-    {
-        let mut m = |name: &str, kind: &str, help: &str, v: u64| {
-            let _ = writeln!(out, "# HELP kordon_verify_{name} {help}");
-            let _ = writeln!(out, "# TYPE kordon_verify_{name} {kind}");
-            let _ = writeln!(out, "kordon_verify_{name} {v}");
-        };
-        m(
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let rows = [
+        (
             "registered_total",
             "counter",
             "outgoing calls registered",
-            s.registered.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.registered),
+        ),
+        (
             "asked_total",
             "counter",
             "verification requests sent to other nodes",
-            s.asked.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.asked),
+        ),
+        (
             "answered_total",
             "counter",
             "verification requests of other nodes answered",
-            s.answered.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.answered),
+        ),
+        (
             "released_total",
             "counter",
             "calls released after verification",
-            s.released.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.released),
+        ),
+        (
             "timeouts_total",
             "counter",
             "other nodes' answers not received in time",
-            s.timeouts.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.timeouts),
+        ),
+        (
             "errors_total",
             "counter",
             "verifications ended by an error",
-            s.errors.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.errors),
+        ),
+        (
             "bad_requests_total",
             "counter",
             "requests refused as unusable",
-            s.bad_requests.load(Ordering::Relaxed),
-        );
-        m(
+            load(&s.bad_requests),
+        ),
+        (
             "registry_calls",
             "gauge",
             "outgoing calls in the registry",
             node.registry().len() as u64,
-        );
-        m(
+        ),
+        (
             "records_dropped_total",
             "counter",
             "records lost to a full queue",
             node.records().dropped(),
-        );
+        ),
+    ];
+    for (name, kind, help, v) in rows {
+        crate::metrics::write(&mut out, &format!("kordon_verify_{name}"), kind, help, v);
     }
     out.push_str(&radius.metrics());
     out
