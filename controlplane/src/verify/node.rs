@@ -380,11 +380,20 @@ impl Node {
         if req.call_id.is_empty() {
             return self.refuse("call_id: empty".to_string());
         }
-        let errors = st.ownership_bits(a.digits(), b.digits());
-        match self
-            .registry
-            .register(&req.call_id, a.digits(), b.digits(), req.id_dst)
-        {
+        self.register_numbers(&st, a.digits(), b.digits(), req.id_dst, &req.call_id)
+    }
+
+    /// Registers a call whose numbers are already normalized (E.164 digits).
+    fn register_numbers(
+        &self,
+        st: &State,
+        a: &str,
+        b: &str,
+        id_dst: u32,
+        call_id: &str,
+    ) -> Outcome {
+        let errors = st.ownership_bits(a, b);
+        match self.registry.register(call_id, a, b, id_dst) {
             Ok(()) => {
                 self.stats.registered.fetch_add(1, Ordering::Relaxed);
                 Outcome {
@@ -481,15 +490,7 @@ impl Node {
         };
         let out = match class {
             Class::Outgoing => {
-                // `+` keeps the normalized numbers international when
-                // `register` reads them again.
-                let reg = RegisterRequest {
-                    a: format!("+{a}"),
-                    b: format!("+{b}"),
-                    id_dst: req.id_dst.unwrap_or(0),
-                    call_id: req.call_id.clone(),
-                };
-                let o = self.register(&reg);
+                let o = self.register_numbers(&st, a, b, req.id_dst.unwrap_or(0), &req.call_id);
                 self.record(
                     req,
                     source,
